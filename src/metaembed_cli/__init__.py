@@ -1,0 +1,1 @@
+"""Command-line interface for metaembed (kept apart from the library)."""
