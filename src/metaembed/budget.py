@@ -88,7 +88,7 @@ class Budget:
         """FLOPs to score one query against ``num_candidates`` (``2 * N * r_q * r_c * D``).
 
         >>> Budget(16, 64).scoring_flops(100_000, 3584)
-        733921280000
+        734003200000
         """
         return 2 * num_candidates * self.r_q * self.r_c * dim
 
