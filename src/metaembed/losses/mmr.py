@@ -148,15 +148,17 @@ class MMRLoss(nn.Module):
         """
         negatives = self._check(query_embeddings, positive_embeddings, hard_negative_embeddings, offset)
         batch = query_embeddings.shape[0]
-        queries = query_embeddings.float()
+        # Half-precision inputs are scored in float32; float64 stays float64.
+        compute_dtype = torch.promote_types(query_embeddings.dtype, torch.float32)
+        queries = query_embeddings.to(compute_dtype)
         # One token-level similarity computation; every group slices it.
         positive_similarity = torch.einsum(
-            "uid,vjd->uivj", queries, positive_embeddings.float()
+            "uid,vjd->uivj", queries, positive_embeddings.to(compute_dtype)
         )  # (B, Rq, Bc, Rc)
         negative_similarity = None
         if negatives is not None:
             negative_similarity = torch.einsum(
-                "uid,unjd->uinj", queries, negatives.float()
+                "uid,unjd->uinj", queries, negatives.to(compute_dtype)
             )  # (B, Rq, n, Rc)
         targets = torch.arange(batch, device=queries.device) + offset  # (B,)
 
