@@ -1,0 +1,423 @@
+"""Scale-out backend: nested multi-vectors in a Qdrant collection.
+
+:class:`QdrantIndex` has the API of the embedded index (``create``, ``open``,
+``add``, ``delete``, ``search``, ``len``, ``stats``) over ``qdrant-client``
+(optional extra ``metaembed[qdrant]``, imported lazily), so the same code runs
+in-process (``":memory:"`` or a folder) or against a Qdrant server or cluster
+(``url=``). The collection layout is described in
+:mod:`metaembed.index.qdrant_layout`. Search with a budget ``(r_q, r_c)``:
+
+1. prefetch: the first query vector against the dense ``"first"`` vector (HNSW),
+   ``prefetch_limit`` candidates (the trained (1, 1) group as a first stage);
+2. rerank: the first ``r_q`` query vectors against the multivector holding the
+   first ``r_c`` candidate vectors with ``MAX_SIM`` (DOT), so scores equal
+   :func:`metaembed.maxsim` on the reranked candidates.
+
+``exact=True`` skips the prefetch and scans every candidate exactly, which is
+what the congruence tests compare. Ids are non-negative int64 values used as
+Qdrant point ids; metadata dicts become payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metaembed.budget import Budget
+from metaembed.index.base import EMPTY_ID, EMPTY_SCORE, MultiVectorIndexBase, SearchResult
+from metaembed.index.qdrant_layout import FIRST_VECTOR, QdrantLayout, default_prefix_sizes
+from metaembed.maxsim import as_float_tensor, check_embeddings
+
+__all__ = ["QdrantIndex"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COLLECTION = "metaembed"
+DEFAULT_PREFETCH_LIMIT = 200
+_METADATA_KEY = "metaembed"
+_MAX_POINT_ID = 2**63 - 1
+
+
+def _qdrant() -> tuple[Any, Any]:
+    """Import ``qdrant_client`` lazily; a clear error names the extra to install."""
+    try:
+        import qdrant_client
+        from qdrant_client import models
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "QdrantIndex needs qdrant-client: pip install 'metaembed[qdrant]'"
+        ) from error
+    return qdrant_client, models
+
+
+def _connect(
+    path: Any, url: str | None, api_key: str | None, client: Any, timeout: int | None
+) -> Any:
+    """Return a ``QdrantClient`` for ``client``, ``url``, ``":memory:"`` or a local folder."""
+    if client is not None:
+        return client
+    qdrant_client, _ = _qdrant()
+    if url is None and isinstance(path, str) and path.startswith(("http://", "https://")):
+        url, path = path, None
+    if url is not None:
+        return qdrant_client.QdrantClient(url=url, api_key=api_key, timeout=timeout)
+    if path is None:
+        raise ValueError("give a location: ':memory:', a folder, url='http://host:6333' or client=")
+    if str(path) == ":memory:":
+        return qdrant_client.QdrantClient(location=":memory:")
+    return qdrant_client.QdrantClient(path=str(Path(path)))
+
+
+def _is_local(client: Any) -> bool:
+    """Whether ``client`` runs Qdrant in-process (always exact; search params do nothing)."""
+    options = getattr(client, "init_options", {}) or {}
+    return options.get("location") == ":memory:" or options.get("path") is not None
+
+
+def _check_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Ids as a 1-d int64 array of distinct non-negative values."""
+    id_array = np.asarray(ids)
+    if id_array.ndim != 1:
+        raise ValueError(f"ids must be one-dimensional, got shape {id_array.shape}")
+    if id_array.size and not np.issubdtype(id_array.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got dtype {id_array.dtype}")
+    id_array = id_array.astype(np.int64)
+    if id_array.size and (id_array.min() < 0):
+        raise ValueError(
+            f"ids must be >= 0 (Qdrant point ids are unsigned; {EMPTY_ID} marks empty result "
+            f"slots), got {int(id_array.min())}"
+        )
+    if len(np.unique(id_array)) != len(id_array):
+        raise ValueError("ids contain duplicates; give each candidate one id per call")
+    return id_array
+
+
+class QdrantIndex(MultiVectorIndexBase):
+    """Nested multi-vector index stored in a Qdrant collection.
+
+    Build one with :meth:`create` or :meth:`open`, not the constructor.
+
+    >>> import torch
+    >>> index = QdrantIndex.create(":memory:", dim=4, num_vectors=4)
+    >>> candidates = torch.nn.functional.normalize(torch.randn(3, 4, 4), dim=-1)
+    >>> index.add([10, 11, 12], candidates)
+    >>> result = index.search(candidates[:1], k=2, budget="4x4", exact=True)
+    >>> int(result.ids[0, 0]), len(index)
+    (10, 3)
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        collection: str,
+        layout: QdrantLayout,
+        prefetch_limit: int = DEFAULT_PREFETCH_LIMIT,
+        upsert_batch_size: int = 64,
+    ) -> None:
+        if prefetch_limit < 1 or upsert_batch_size < 1:
+            raise ValueError(
+                f"prefetch_limit and upsert_batch_size must be >= 1, got {prefetch_limit} "
+                f"and {upsert_batch_size}"
+            )
+        self.client = client
+        self.collection = collection
+        self.layout = layout
+        self.prefetch_limit = prefetch_limit
+        self.upsert_batch_size = upsert_batch_size
+        self._search_params = not _is_local(client)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the meta embeddings."""
+        return self.layout.dim
+
+    @property
+    def num_vectors(self) -> int:
+        """Vectors stored per candidate (the largest stored prefix)."""
+        return self.layout.num_vectors
+
+    @classmethod
+    def create(
+        cls,
+        path: Any = ":memory:",
+        dim: int = 128,
+        num_vectors: int = 64,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        client: Any = None,
+        collection: str = DEFAULT_COLLECTION,
+        prefix_sizes: Sequence[int] | None = None,
+        datatype: str = "float32",
+        on_disk: bool = False,
+        quantization_config: Any = None,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        prefetch_limit: int = DEFAULT_PREFETCH_LIMIT,
+        upsert_batch_size: int = 64,
+        timeout: int | None = None,
+    ) -> QdrantIndex:
+        """Create the collection and return its index.
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            ``":memory:"`` (in-process, default), a folder (in-process, persisted)
+            or an ``http(s)://`` address; ignored when ``url`` or ``client`` is given.
+        dim, num_vectors : int
+            Embedding dimension and vectors stored per candidate.
+        url, api_key, client
+            A Qdrant server or cluster, or a ready ``QdrantClient``.
+        collection : str
+            Collection name; an existing collection of that name is an error.
+        prefix_sizes : sequence of int, optional
+            Stored prefixes (default: the trained groups' r_c, see
+            :func:`~metaembed.index.qdrant_layout.default_prefix_sizes`).
+        datatype, on_disk, quantization_config, shard_number, replication_factor
+            Passed to Qdrant (see ``docs/qdrant.md`` for recommended values).
+        prefetch_limit : int
+            Default number of prefetched candidates ``K'`` for non-exact search.
+        """
+        _, models = _qdrant()
+        sizes = default_prefix_sizes(num_vectors) if prefix_sizes is None else tuple(prefix_sizes)
+        layout = QdrantLayout(dim=dim, prefix_sizes=sizes, datatype=datatype)
+        if layout.num_vectors != num_vectors:
+            raise ValueError(
+                f"the largest prefix size {layout.num_vectors} must equal num_vectors={num_vectors}"
+            )
+        client = _connect(path, url, api_key, client, timeout)
+        if client.collection_exists(collection):
+            raise ValueError(
+                f"collection {collection!r} already exists; use QdrantIndex.open or another name"
+            )
+        client.create_collection(
+            collection,
+            vectors_config=layout.vectors_config(models, on_disk=on_disk),
+            quantization_config=quantization_config,
+            shard_number=shard_number,
+            replication_factor=replication_factor,
+            metadata={_METADATA_KEY: layout.to_metadata()},
+        )
+        logger.info(
+            "created Qdrant collection %r with prefixes %s", collection, layout.prefix_sizes
+        )
+        return cls(client, collection, layout, prefetch_limit, upsert_batch_size)
+
+    @classmethod
+    def open(
+        cls,
+        path: Any = None,
+        *,
+        url: str | None = None,
+        api_key: str | None = None,
+        client: Any = None,
+        collection: str = DEFAULT_COLLECTION,
+        prefetch_limit: int = DEFAULT_PREFETCH_LIMIT,
+        upsert_batch_size: int = 64,
+        timeout: int | None = None,
+    ) -> QdrantIndex:
+        """Open a collection made by :meth:`create` (same location arguments)."""
+        if client is None and url is None and str(path) == ":memory:":
+            raise ValueError(
+                "an in-memory collection lives only inside its client; pass client=index.client"
+            )
+        client = _connect(path, url, api_key, client, timeout)
+        if not client.collection_exists(collection):
+            raise ValueError(f"collection {collection!r} does not exist; create it first")
+        metadata = client.get_collection(collection).config.metadata or {}
+        layout = QdrantLayout.from_metadata(metadata.get(_METADATA_KEY), collection)
+        return cls(client, collection, layout, prefetch_limit, upsert_batch_size)
+
+    def close(self) -> None:
+        """Close the client (releases the lock of a local folder)."""
+        self.client.close()
+
+    def __enter__(self) -> QdrantIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_candidates(self, candidate_embeddings: Any, num_items: int) -> np.ndarray:
+        """Validate candidates; return the stored prefix as float32, shape (N, num_vectors, D)."""
+        embeddings = as_float_tensor(candidate_embeddings, "candidate_embeddings")
+        check_embeddings(embeddings, "candidate_embeddings", dim=self.dim)
+        if embeddings.shape[0] != num_items:
+            raise ValueError(f"got {num_items} ids but {embeddings.shape[0]} candidate embeddings")
+        if embeddings.shape[1] < self.num_vectors:
+            raise ValueError(
+                f"candidate_embeddings have {embeddings.shape[1]} vectors per item but the index "
+                f"stores {self.num_vectors}; give at least {self.num_vectors}"
+            )
+        stored = embeddings[:, : self.num_vectors].to(torch.float32)  # (N, num_vectors, D)
+        zero_rows = (stored.abs().amax(dim=2) == 0).any(dim=1)  # (N,)
+        if bool(zero_rows.any()):
+            first = int(torch.nonzero(zero_rows)[0, 0])
+            raise ValueError(
+                f"candidate_embeddings[{first}] has an all-zero vector among its first "
+                f"{self.num_vectors}; zero vectors carry no signal, re-encode that item"
+            )
+        return stored.cpu().numpy()
+
+    def add(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        candidate_embeddings: Any,
+        metadata: Sequence[dict[str, Any]] | None = None,
+        *,
+        upsert: bool = False,
+    ) -> None:
+        """Add candidates of shape (N, R, D), R >= ``num_vectors``.
+
+        Ids already in the collection raise ``ValueError`` unless ``upsert=True``,
+        which replaces them. ``metadata`` (one dict per id) is stored as payload.
+        """
+        _, models = _qdrant()
+        id_array = _check_ids(ids)
+        stored = self._check_candidates(candidate_embeddings, len(id_array))
+        if metadata is not None and len(metadata) != len(id_array):
+            raise ValueError(f"got {len(metadata)} metadata dicts for {len(id_array)} ids")
+        if not upsert:
+            existing = self._existing(id_array)
+            if existing:
+                raise ValueError(
+                    f"ids already present, e.g. {sorted(existing)[:5]}; "
+                    "pass upsert=True to replace them"
+                )
+        for start in range(0, len(id_array), self.upsert_batch_size):
+            stop = start + self.upsert_batch_size
+            block = stored[start:stop]  # (n, num_vectors, D)
+            vectors = {FIRST_VECTOR: block[:, 0].tolist()}
+            for size in self.layout.multivector_sizes:
+                vectors[self.layout.vector_name(size)] = block[:, :size].tolist()
+            payloads = None if metadata is None else [dict(m) for m in metadata[start:stop]]
+            batch = models.Batch(
+                ids=id_array[start:stop].tolist(), vectors=vectors, payloads=payloads
+            )
+            self.client.upsert(self.collection, points=batch, wait=True)
+
+    def _existing(self, id_array: np.ndarray) -> set[int]:
+        """Return the subset of ``id_array`` present in the collection."""
+        found: set[int] = set()
+        for start in range(0, len(id_array), 1000):
+            points = self.client.retrieve(
+                self.collection,
+                ids=id_array[start : start + 1000].tolist(),
+                with_payload=False,
+                with_vectors=False,
+            )
+            found.update(int(point.id) for point in points)
+        return found
+
+    def delete(self, ids: Sequence[int] | np.ndarray) -> int:
+        """Delete candidates by id; unknown ids are ignored. Returns how many were removed."""
+        _, models = _qdrant()
+        id_array = _check_ids(ids)
+        present = sorted(self._existing(id_array))
+        if present:
+            self.client.delete(
+                self.collection, points_selector=models.PointIdsList(points=present), wait=True
+            )
+        return len(present)
+
+    def metadata(self, ids: Sequence[int] | np.ndarray) -> list[dict[str, Any] | None]:
+        """Return the stored metadata of each id (``None`` for unknown ids)."""
+        id_array = _check_ids(ids)
+        points = self.client.retrieve(self.collection, ids=id_array.tolist(), with_payload=True)
+        payloads = {int(point.id): point.payload for point in points}
+        return [payloads.get(int(item)) for item in id_array]
+
+    def search(
+        self,
+        query_embeddings: Any,
+        k: int = 10,
+        budget: Budget | str | None = None,
+        *,
+        exact: bool = False,
+        prefetch_limit: int | None = None,
+        round_up: bool = False,
+    ) -> SearchResult:
+        """Top-``k`` candidates per query (shape (Nq, Rq, D)) under ``budget``.
+
+        ``budget=None`` uses every query vector and every stored candidate vector.
+        ``exact=True`` scans every candidate; otherwise the first query vector
+        prefetches ``prefetch_limit`` (default: the index's) candidates by HNSW on
+        the dense first vector, which are reranked exactly. ``round_up`` rounds an
+        unstored ``r_c`` up to the next stored prefix instead of raising.
+        """
+        queries = as_float_tensor(query_embeddings, "query_embeddings")
+        check_embeddings(queries, "query_embeddings", dim=self.dim)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        num_queries, num_query_vectors, _ = queries.shape
+        budget = (
+            Budget(num_query_vectors, self.num_vectors) if budget is None else Budget.parse(budget)
+        )
+        budget = self.layout.resolve(budget, num_query_vectors, round_up=round_up)
+        limit = max(k, prefetch_limit or self.prefetch_limit)
+        query_array = queries[:, : budget.r_q].to(torch.float32).cpu().numpy()  # (Nq, r_q, D)
+        requests = [self._request(query, budget, k, exact, limit) for query in query_array]
+        responses = self.client.query_batch_points(self.collection, requests=requests)
+        ids = np.full((num_queries, k), EMPTY_ID, dtype=np.int64)
+        scores = np.full((num_queries, k), EMPTY_SCORE, dtype=np.float32)
+        for row, response in enumerate(responses):
+            for column, point in enumerate(response.points[:k]):
+                ids[row, column] = int(point.id)
+                scores[row, column] = point.score
+        return SearchResult(ids=ids, scores=scores, budget=budget)
+
+    def _request(self, query: np.ndarray, budget: Budget, k: int, exact: bool, limit: int) -> Any:
+        """One ``QueryRequest`` for a query of shape (r_q, D)."""
+        _, models = _qdrant()
+        exact_params = ann_params = None
+        if self._search_params:  # a local client is always exact and warns about params
+            exact_params = models.SearchParams(
+                exact=True, quantization=models.QuantizationSearchParams(ignore=True)
+            )
+            ann_params = models.SearchParams(hnsw_ef=max(limit, 64))
+        if budget.r_c == 1:  # sum_i <q_i, c_1> = <sum_i q_i, c_1>: one dense query
+            return models.QueryRequest(
+                query=query.sum(axis=0).tolist(),  # (D,)
+                using=FIRST_VECTOR,
+                limit=k,
+                params=exact_params if exact else ann_params,
+            )
+        prefetch = None
+        if not exact:
+            prefetch = models.Prefetch(
+                query=query[0].tolist(),  # (D,) the first query vector
+                using=FIRST_VECTOR,
+                limit=limit,
+                params=ann_params,
+            )
+        return models.QueryRequest(
+            query=query.tolist(),  # (r_q, D)
+            using=self.layout.vector_name(budget.r_c),
+            prefetch=prefetch,
+            limit=k,
+            params=exact_params if exact else None,
+        )
+
+    def __len__(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes: candidates, dim, stored prefixes, datatype and bytes per budget."""
+        num_candidates = len(self)
+        return {
+            "backend": "qdrant",
+            "collection": self.collection,
+            "candidates": num_candidates,
+            "dim": self.dim,
+            "num_vectors": self.num_vectors,
+            "prefix_sizes": list(self.layout.prefix_sizes),
+            "dtype": self.layout.datatype,
+            "stored_vectors_per_candidate": self.layout.stored_vectors_per_candidate,
+            "prefetch_limit": self.prefetch_limit,
+            **self.layout.storage_bytes(num_candidates),
+        }
