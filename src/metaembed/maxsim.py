@@ -94,6 +94,16 @@ def _check_mask(mask: Any, shape: tuple[int, int], name: str) -> torch.Tensor | 
     return mask_tensor
 
 
+def _raise_non_finite(block: torch.Tensor, start: int) -> None:
+    bad_rows = (~torch.isfinite(block)).flatten(1).any(dim=1).nonzero().flatten()
+    if len(bad_rows) == 0:
+        raise ValueError("candidate_embeddings values are too large: their sum overflows float32")
+    raise ValueError(
+        f"candidate_embeddings contains NaN or inf values (candidate {start + int(bad_rows[0])}); "
+        "re-encode or drop those items"
+    )
+
+
 def maxsim(
     query_embeddings: Any,
     candidate_embeddings: Any,
@@ -131,7 +141,10 @@ def maxsim(
     query_embeddings = as_float_tensor(query_embeddings, "query_embeddings")
     candidate_embeddings = as_float_tensor(candidate_embeddings, "candidate_embeddings")
     check_embeddings(query_embeddings, "query_embeddings")
-    check_embeddings(candidate_embeddings, "candidate_embeddings", dim=query_embeddings.shape[2])
+    # Candidates are checked for NaN/inf chunk by chunk below, only inside the budget.
+    check_embeddings(
+        candidate_embeddings, "candidate_embeddings", dim=query_embeddings.shape[2], check_finite=False
+    )
     num_queries, num_query_vectors, dim = query_embeddings.shape
     num_candidates, num_candidate_vectors, _ = candidate_embeddings.shape
     query_mask = _check_mask(query_mask, (num_queries, num_query_vectors), "query_mask")
@@ -158,6 +171,8 @@ def maxsim(
     for start in range(0, num_candidates, chunk):
         stop = min(start + chunk, num_candidates)
         block = candidate_embeddings[start:stop, :r_c].to(torch.float32)  # (n, r_c, D)
+        if not bool(torch.isfinite(block.sum())):  # one cheap pass; any NaN/inf poisons the sum
+            _raise_non_finite(block, start)
         similarity = flat_queries @ block.reshape(-1, dim).T  # (Nq*r_q, n*r_c)
         similarity = similarity.view(num_queries, r_q, stop - start, r_c)  # (Nq, r_q, n, r_c)
         if candidate_mask is not None:
