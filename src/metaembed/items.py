@@ -91,7 +91,7 @@ def as_item(value: ItemLike, index: int | None = None) -> Item:
     >>> as_item(Path("cat.png")).has_image
     True
     """
-    where = "" if index is None else f" (item {index})"
+    where = "" if index is None else f" {index}"
     if isinstance(value, Item):
         item = value
     elif isinstance(value, str):
@@ -102,7 +102,7 @@ def as_item(value: ItemLike, index: int | None = None) -> Item:
         item = Item(image=value)
     else:
         raise TypeError(
-            f"cannot encode a {type(value).__name__}{where}: pass a str (text), a pathlib.Path "
+            f"cannot encode a {type(value).__name__} (item{where}): pass a str (text), a pathlib.Path "
             "or PIL.Image.Image (image), or metaembed.Item(text=..., image=..., instruction=...)"
         )
     if item.is_empty:

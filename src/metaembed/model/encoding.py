@@ -1,0 +1,101 @@
+"""Batched inference: length-sorted batches, inference mode, progress bar, budget prefixes.
+
+>>> vectors_for_budget("4x8", "candidate", Budget(16, 64))
+8
+>>> vectors_for_budget(None, "query", Budget(16, 64))
+16
+>>> length_order([Item(text="a long text"), Item(text="b")])
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from metaembed.budget import Budget
+from metaembed.items import Item
+
+if TYPE_CHECKING:  # pragma: no cover
+    from metaembed.model.modeling import MetaEmbedModel
+
+__all__ = ["encode_in_batches", "length_order", "vectors_for_budget"]
+
+_IMAGE_LENGTH = 10_000
+"""Sort weight of an image: items with images are long sequences for VLMs."""
+
+
+def vectors_for_budget(
+    budget: Budget | str | Sequence[int] | int | None, role: str, max_budget: Budget
+) -> int:
+    """Number of leading vectors to keep for ``role`` under ``budget``.
+
+    An ``int`` is the count for this role directly. Raises ``ValueError`` when the
+    budget exceeds what the model produces.
+    """
+    if budget is None:
+        return max_budget.r_q if role == "query" else max_budget.r_c
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        budget = Budget(budget, 1) if role == "query" else Budget(1, budget)
+    budget = Budget.parse(budget)
+    budget.check_fits(max_budget.r_q, max_budget.r_c)
+    return budget.r_q if role == "query" else budget.r_c
+
+
+def length_order(items: Sequence[Item]) -> list[int]:
+    """Indices of ``items`` from longest to shortest (stable), a cheap proxy of token count."""
+
+    def length(index: int) -> int:
+        item = items[index]
+        text = len(item.text or "") + len(item.instruction or "")
+        return text + (_IMAGE_LENGTH if item.image is not None else 0)
+
+    return sorted(range(len(items)), key=length, reverse=True)
+
+
+def _progress(total: int, show_progress: bool, role: str):  # noqa: ANN202 - tqdm type
+    from tqdm.auto import tqdm
+
+    enabled = show_progress and sys.stderr.isatty()
+    return tqdm(total=total, desc=f"encoding {role}s", unit="item", disable=not enabled)
+
+
+def encode_in_batches(
+    model: MetaEmbedModel,
+    items: Sequence[Item],
+    role: str,
+    count: int,
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> torch.Tensor:
+    """Encode ``items`` longest first in batches; return ``(N, count, dim)`` float32 on CPU.
+
+    Sorting by length keeps padding small; the output is put back in input order.
+    The model is put in eval mode for the call and restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = length_order(items)
+    chunks: list[torch.Tensor] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _progress(len(items), show_progress, role) as bar:
+            for start in range(0, len(order), batch_size):
+                batch_indices = order[start : start + batch_size]
+                batch = model.prepare([items[i] for i in batch_indices], role)
+                embeddings = model.embed(batch, role)  # (batch, R, dim)
+                chunks.append(embeddings[:, :count].cpu())  # (batch, count, dim)
+                bar.update(len(batch_indices))
+    finally:
+        model.train(was_training)
+    if not chunks:
+        dim = model.config.projection_dim or model.adapter.hidden_size
+        return torch.zeros(0, count, dim)
+    sorted_embeddings = torch.cat(chunks, dim=0)  # (N, count, dim) in length order
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return sorted_embeddings[inverse].contiguous()  # (N, count, dim) in input order
