@@ -229,3 +229,17 @@ def test_stats_report_storage_per_budget(index):
     assert stats["bytes_stored"] == NUM_CANDIDATES * 93 * DIM * 4
     assert stats["bytes_per_budget"]["16x64"] == NUM_CANDIDATES * 64 * DIM * 4
     assert stats["bytes_per_budget"]["1x1"] == NUM_CANDIDATES * DIM * 4
+
+
+@pytest.mark.parametrize("budget", PAPER_GROUPS, ids=str)
+def test_same_results_as_the_embedded_index(tmp_path, index, data, budget):
+    multivector = pytest.importorskip("metaembed.index.multivector")
+    embedded = multivector.MultiVectorIndex.create(
+        tmp_path / "embedded", dim=DIM, num_vectors=NUM_VECTORS, dtype="float32"
+    )
+    embedded.add(data["ids"].numpy(), data["candidates"])
+    expected = embedded.search(data["queries"], k=K, budget=budget)
+    result = index.search(data["queries"], k=K, budget=budget, exact=True)
+    np.testing.assert_array_equal(result.ids, expected.ids)
+    np.testing.assert_allclose(result.scores, expected.scores, atol=1e-4)
+    assert len(embedded) == len(index)
