@@ -35,7 +35,10 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --no-deps "colpali-engine==0.3.18"
 "${PIP[@]}" "$TORCH_PIN" "transformers==5.3.0" "peft>=0.18,<0.21" "pillow>=10" "scipy" "requests"
 
-# 5. metaembed itself, editable, without re-resolving its dependencies.
+# 5. Qdrant Edge: Qdrant's Rust engine in-process (bench/qdrant_edge_bench.py), no deps.
+"${PIP[@]}" --no-deps "qdrant-edge-py==0.9.0"
+
+# 6. metaembed itself, editable, without re-resolving its dependencies.
 "${PIP[@]}" --no-deps -e "$ROOT"
 "${PIP[@]}" "$TORCH_PIN" "safetensors>=0.4" "tqdm>=4.66" "pyyaml>=6" "qdrant-client>=1.12" "numba>=0.60"
 

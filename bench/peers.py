@@ -55,6 +55,7 @@ from peer_scorers import (  # noqa: E402
     pylate_search,
     top_ids,
 )
+from qdrant_edge_bench import print_section, qdrant_edge_section  # noqa: E402
 from roofline import measure  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -297,6 +298,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--qdrant-candidates", type=int, default=2000)
+    parser.add_argument("--qdrant-edge-candidates", type=int, default=20_000)
     parser.add_argument("--workdir", default=None, help="folder for the temporary metaembed index")
     parser.add_argument("--output", default=str(RESULTS / "peers.json"))
     args = parser.parse_args()
@@ -327,12 +329,11 @@ def main() -> None:
             f"top-10 agreement {row['top10_agreement']:.2f}"
         )
     qdrant = qdrant_local(args.qdrant_candidates, args.repeats) if args.qdrant_candidates else []
-    print("\nQdrantIndex, qdrant-client local mode, one query:")
-    for row in qdrant:
-        print(
-            f"  N={row['candidates']} D={row['dim']} {row['budget']:>6} {row['mode']:<18} "
-            f"{row['ms_per_query']:>9.1f} ms  top10 {row['top10_agreement']:.2f}"
-        )
+    print("\nQdrantIndex, qdrant-client local mode (pure Python), one query:")
+    print_section(qdrant)
+    edge = qdrant_edge_section(args.qdrant_edge_candidates, args.repeats)
+    print("\nQdrantIndex's layout on Qdrant's Rust engine (qdrant-edge-py, in-process), one query:")
+    print_section(edge)
     output = {
         "machine": platform.processor() or platform.machine(),
         "note": "2-core machine shared with other jobs; best of repeats",
@@ -343,6 +344,7 @@ def main() -> None:
         "rows": rows,
         "ragged": ragged,
         "qdrant_local": qdrant,
+        "qdrant_edge": edge,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(output, indent=2, default=str))
@@ -353,7 +355,8 @@ def peer_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {}
-    for name in ("torch", "maxsim-cpu", "pylate", "colpali-engine", "qdrant-client", "metaembed"):
+    names = ("torch", "maxsim-cpu", "pylate", "colpali-engine", "qdrant-client", "qdrant-edge-py")
+    for name in (*names, "metaembed"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
