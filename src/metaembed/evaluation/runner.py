@@ -147,7 +147,7 @@ def run_vidore(
     task_facts: dict[str, dict[str, Any]] = {}
     for task in tasks:
         started = time.perf_counter()
-        common = dict(cache=cache, dataset_key=f"{dataset_key}/{task.name}", revision=revision,
+        common = dict(cache=cache, dataset_key=f"{dataset_key}/{task.name}", revision=task.revision or revision,
                       batch_size=batch_size, show_progress=show_progress)
         query_embeddings, query_positions = encode_items(model, task.query_items, "query", **common)  # (Nq, Rq, D)
         corpus_embeddings, corpus_positions = encode_items(model, task.corpus_items, "candidate", **common)  # (Nc, Rc, D)

@@ -19,6 +19,7 @@ passed as paths, so a corpus is never held decoded in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ class ViDoReTask:
     corpus_items: tuple[Item, ...]
     qrels: dict[str, dict[str, int]]
     skipped: dict[str, int] = field(default_factory=dict)
+    revision: str = ""
 
 
 def _count(skipped: dict[str, int], reason: str) -> None:
@@ -217,10 +219,11 @@ def load_vidore(
             configs = sources.list_local_configs(data)
             config = configs[0] if len(configs) == 1 else None
         task = v1_rows_to_task(name, _rows(data, config, revision), image_dir, roots, on_invalid)
-        return task, key
+        return dataclasses.replace(task, revision=key), key
     corpus, queries, qrels = (_rows(data, part, revision) for part in ("corpus", "queries", "qrels"))
     task = v2_rows_to_task(name, corpus, queries, qrels, image_dir, roots, language, on_invalid)
-    return task, key + (f"-{language}" if language else "")
+    key += f"-{language}" if language else ""
+    return dataclasses.replace(task, revision=key), key
 
 
 def score_task(task: ViDoReTask, query_embeddings: torch.Tensor, corpus_embeddings: torch.Tensor,
