@@ -56,7 +56,7 @@ def _qdrant() -> tuple[Any, Any]:
 
 
 def _connect(
-    path: Any, url: str | None, api_key: str | None, client: Any, timeout: int | None
+    path: Any, url: str | None, api_key: str | None, client: Any, client_options: dict | None
 ) -> Any:
     """Return a ``QdrantClient`` for ``client``, ``url``, ``":memory:"`` or a local folder."""
     if client is not None:
@@ -65,7 +65,7 @@ def _connect(
     if url is None and isinstance(path, str) and path.startswith(("http://", "https://")):
         url, path = path, None
     if url is not None:
-        return qdrant_client.QdrantClient(url=url, api_key=api_key, timeout=timeout)
+        return qdrant_client.QdrantClient(url=url, api_key=api_key, **(client_options or {}))
     if path is None:
         raise ValueError("give a location: ':memory:', a folder, url='http://host:6333' or client=")
     if str(path) == ":memory:":
@@ -160,7 +160,7 @@ class QdrantIndex(MultiVectorIndexBase):
         replication_factor: int | None = None,
         prefetch_limit: int = DEFAULT_PREFETCH_LIMIT,
         upsert_batch_size: int = 64,
-        timeout: int | None = None,
+        client_options: dict[str, Any] | None = None,
     ) -> QdrantIndex:
         """Create the collection and return its index.
 
@@ -171,8 +171,9 @@ class QdrantIndex(MultiVectorIndexBase):
             or an ``http(s)://`` address; ignored when ``url`` or ``client`` is given.
         dim, num_vectors : int
             Embedding dimension and vectors stored per candidate.
-        url, api_key, client
-            A Qdrant server or cluster, or a ready ``QdrantClient``.
+        url, api_key, client, client_options
+            A Qdrant server or cluster (``client_options`` go to ``QdrantClient``,
+            e.g. ``{"prefer_grpc": True, "timeout": 60}``), or a ready ``QdrantClient``.
         collection : str
             Collection name; an existing collection of that name is an error.
         prefix_sizes : sequence of int, optional
@@ -190,7 +191,7 @@ class QdrantIndex(MultiVectorIndexBase):
             raise ValueError(
                 f"the largest prefix size {layout.num_vectors} must equal num_vectors={num_vectors}"
             )
-        client = _connect(path, url, api_key, client, timeout)
+        client = _connect(path, url, api_key, client, client_options)
         if client.collection_exists(collection):
             raise ValueError(
                 f"collection {collection!r} already exists; use QdrantIndex.open or another name"
@@ -219,14 +220,14 @@ class QdrantIndex(MultiVectorIndexBase):
         collection: str = DEFAULT_COLLECTION,
         prefetch_limit: int = DEFAULT_PREFETCH_LIMIT,
         upsert_batch_size: int = 64,
-        timeout: int | None = None,
+        client_options: dict[str, Any] | None = None,
     ) -> QdrantIndex:
         """Open a collection made by :meth:`create` (same location arguments)."""
         if client is None and url is None and str(path) == ":memory:":
             raise ValueError(
                 "an in-memory collection lives only inside its client; pass client=index.client"
             )
-        client = _connect(path, url, api_key, client, timeout)
+        client = _connect(path, url, api_key, client, client_options)
         if not client.collection_exists(collection):
             raise ValueError(f"collection {collection!r} does not exist; create it first")
         metadata = client.get_collection(collection).config.metadata or {}
