@@ -331,7 +331,11 @@ def main() -> None:
     qdrant = qdrant_local(args.qdrant_candidates, args.repeats) if args.qdrant_candidates else []
     print("\nQdrantIndex, qdrant-client local mode (pure Python), one query:")
     print_section(qdrant)
-    edge = qdrant_edge_section(args.qdrant_edge_candidates, args.repeats)
+    edge = (
+        qdrant_edge_section(args.qdrant_edge_candidates, args.repeats)
+        if args.qdrant_edge_candidates
+        else []
+    )
     print("\nQdrantIndex's layout on Qdrant's Rust engine (qdrant-edge-py, in-process), one query:")
     print_section(edge)
     output = {
