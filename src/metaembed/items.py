@@ -164,9 +164,18 @@ def load_image(image: Any, index: int | None = None, max_side: int = DEFAULT_MAX
     return picture
 
 
-def load_item_images(items: Sequence[Item], max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> list[Item]:
-    """Return the items with every image opened as an RGB PIL image (see :func:`load_image`)."""
+def load_item_images(
+    items: Sequence[Item],
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
+    indices: Sequence[int] | None = None,
+) -> list[Item]:
+    """Return the items with every image opened as an RGB PIL image (see :func:`load_image`).
+
+    ``indices`` are the items' positions in the caller's list, used in error messages
+    (defaults to ``0..len(items)-1``).
+    """
+    positions = range(len(items)) if indices is None else indices
     return [
         item if item.image is None else replace(item, image=load_image(item.image, i, max_side))
-        for i, item in enumerate(items)
+        for i, item in zip(positions, items)
     ]

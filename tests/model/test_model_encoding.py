@@ -7,6 +7,15 @@ import torch
 
 from metaembed.budget import Budget
 from metaembed.items import Item
+from metaembed.testing import tiny_model
+
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    """Tiny Llama MetaEmbed model with small R_q/R_c (fast)."""
+    return tiny_model("llama", num_query_tokens=4, num_candidate_tokens=8, groups=["1x1", "2x4", "4x8"])
+
 
 TEXTS = [
     "a red bicycle",

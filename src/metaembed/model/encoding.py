@@ -86,7 +86,7 @@ def encode_in_batches(
         with torch.inference_mode(), _progress(len(items), show_progress, role) as bar:
             for start in range(0, len(order), batch_size):
                 batch_indices = order[start : start + batch_size]
-                batch = model.prepare([items[i] for i in batch_indices], role)
+                batch = model.prepare([items[i] for i in batch_indices], role, batch_indices)
                 embeddings = model.embed(batch, role)  # (batch, R, dim)
                 chunks.append(embeddings[:, :count].cpu())  # (batch, count, dim)
                 bar.update(len(batch_indices))

@@ -152,8 +152,9 @@ class MetaEmbedModel(nn.Module):
     ) -> None:
         """Save config, meta tokens, projection, LoRA adapter and a model card to ``directory``.
 
-        ``save_base_model`` (default: only when ``config.base_model`` is None) also
-        writes the bare backbone and processor into ``directory/base_model``.
+        ``save_base_model`` (default: when ``config.base_model`` is None, i.e. built in
+        memory, or ``"base_model"``, i.e. loaded from such a folder) also writes the
+        bare backbone and processor into ``directory/base_model``.
         """
         from metaembed.model.serialization import save_model
 
@@ -183,18 +184,37 @@ class MetaEmbedModel(nn.Module):
         input gradients are also enabled for reentrant-only code paths.
         """
         base = self.backbone.get_base_model() if is_peft_model(self.backbone) else self.backbone
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if hasattr(base, "enable_input_require_grads"):
             base.enable_input_require_grads()
 
     # ---------------------------------------------------------------- forward
-    def prepare(self, items: Sequence[ItemLike], role: str) -> dict[str, torch.Tensor]:
+    def prepare(
+        self,
+        items: Sequence[ItemLike],
+        role: str,
+        item_indices: Sequence[int] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Process items for ``role`` into model inputs (CPU tensors); no model computation.
 
-        Images given as paths are opened here; bad items raise errors naming their index.
+        Images given as paths are opened here; bad items raise errors naming their
+        index (``item_indices``: the items' positions in the caller's list).
         """
         check_role(role)
-        loaded = load_item_images(as_items(items))
+        checked = as_items(items)
+        indices = list(range(len(checked))) if item_indices is None else list(item_indices)
+        if not self.adapter.supports_images:
+            for index, item in zip(indices, checked):
+                if item.image is not None:
+                    raise ValueError(
+                        f"item {index} has an image but family {self.config.family!r} is "
+                        "text-only; use a vision-language family such as 'qwen2_vl' or drop the image"
+                    )
+        loaded = load_item_images(checked, indices=indices)
         inputs = self.adapter.build_inputs(loaded, role)
         num_meta = self.config.num_meta_tokens(role)
         if num_meta:
