@@ -50,7 +50,9 @@ def test_embed_equals_hand_built_hf_forward(model):
         image_mask = inputs["input_ids"] == hf.config.image_token_id  # (batch, seq)
         embeds[image_mask] = features
         embeds[:, -3:] = model.meta_tokens.weight[:3]
-        hidden = hf.text_model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+        mask = inputs["attention_mask"]  # (batch, seq), left padded
+        positions = (mask.cumsum(dim=1) - 1).clamp_min(0)  # (batch, seq)
+        hidden = hf.text_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
         hidden = hidden.last_hidden_state  # (batch, seq, hidden)
         expected = F.normalize(hidden[:, -3:], dim=-1)  # (batch, 3, hidden)
         got = model.embed(inputs, "query")
@@ -63,7 +65,7 @@ def test_batch_size_padding_and_budgets(model):
     single = model.encode_candidates(items, batch_size=1, show_progress=False)
     assert full.shape == (4, 5, 32) and full.dtype == torch.float32
     assert torch.allclose(full.norm(dim=-1), torch.ones(4, 5), atol=1e-5)
-    assert torch.allclose(full, single, atol=1e-5)
+    assert torch.allclose(full, single, atol=1e-6)
     assert torch.allclose(model.encode_candidates(items, budget="1x1", show_progress=False),
                           full[:, :1], atol=1e-6)
     queries = model.encode_queries(items, show_progress=False)

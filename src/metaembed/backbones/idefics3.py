@@ -10,8 +10,9 @@ Design choices
   ``<image>`` tokens wrapped in ``<fake_token_around_image>`` and a row/col or
   ``<global-img>`` tag. Text-only items in a mixed batch get no image (the
   processor pads ``pixel_values`` with all-zero images, which the model drops).
-- Positions are the text model's plain ``arange``; RoPE only sees position
-  differences, so left padding changes nothing (tested).
+- Position ids count from each row's first real token
+  (:func:`~metaembed.backbones.base.positions_from_mask`), so left padding
+  never shifts them; the meta tokens continue the numbering after the prompt.
 - Meta tokens are ordinary text positions after the prompt (pad token id as
   placeholder): no per-token inputs to extend.
 - LoRA covers the language model's attention + MLP projections and, with
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from metaembed.backbones.base import BackboneAdapter, check_role
+from metaembed.backbones.base import BackboneAdapter, check_role, positions_from_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaembed.items import Item
@@ -178,6 +179,12 @@ class Idefics3Adapter(BackboneAdapter):
                            "not truncated (image tokens must stay whole)",
                            length, self.max_length)
         return inputs
+
+    def run_backbone(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Forward with positions counted from each row's first token; ``(batch, seq, hidden)``."""
+        position_ids = positions_from_mask(inputs["attention_mask"])  # (batch, seq)
+        outputs = self.model(**inputs, position_ids=position_ids, use_cache=False, return_dict=True)
+        return outputs.last_hidden_state
 
     def lora_target_modules(self, include_vision: bool = True) -> str:
         """Language model projections, plus the SigLIP encoder and connector when asked."""
