@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from typing import Any
 
@@ -26,17 +25,34 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--candidates", type=int, default=100_000, help="number of candidates N (default 100000)")
-    parser.add_argument("--dim", type=int, default=3584, help="embedding dimension D (default 3584)")
-    parser.add_argument("--dtype", default="bfloat16", help="index dtype: float32, float16, bfloat16, int8")
-    parser.add_argument("--budgets", default="1x1,2x4,4x8,8x16,16x64", help="budgets, e.g. '1x1,16x64'")
+    parser.add_argument(
+        "--candidates", type=int, default=100_000, help="number of candidates N (default 100000)"
+    )
+    parser.add_argument(
+        "--dim", type=int, default=3584, help="embedding dimension D (default 3584)"
+    )
+    parser.add_argument(
+        "--dtype", default="bfloat16", help="index dtype: float32, float16, bfloat16, int8"
+    )
+    parser.add_argument(
+        "--budgets", default="1x1,2x4,4x8,8x16,16x64", help="budgets, e.g. '1x1,16x64'"
+    )
     parser.add_argument("--latency", action="store_true", help="also measure scoring latency here")
     parser.add_argument(
-        "--latency-candidates", type=int, default=10_000, help="candidates used for timing (default 10000)"
+        "--latency-candidates",
+        type=int,
+        default=10_000,
+        help="candidates used for timing (default 10000)",
     )
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per budget (default 10)")
-    parser.add_argument("--engine", choices=("auto", "index", "maxsim"), default="auto", help="scoring engine")
-    parser.add_argument("--compare-paper", action="store_true", help="add the values printed in table 3")
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="timed runs per budget (default 10)"
+    )
+    parser.add_argument(
+        "--engine", choices=("auto", "index", "maxsim"), default="auto", help="scoring engine"
+    )
+    parser.add_argument(
+        "--compare-paper", action="store_true", help="add the values printed in table 3"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     parser.set_defaults(func=run)
 
@@ -53,17 +69,27 @@ def format_table(rows: list[Any], compare_paper: bool = False) -> str:
         header += ["Paper FLOPs (G)", "Paper Memory (GiB)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [f"({row.budget.r_q}, {row.budget.r_c})", f"{row.scoring_gflops:.2f}", f"{row.index_memory_gib:.2f}"]
+        cells = [
+            f"({row.budget.r_q}, {row.budget.r_c})",
+            f"{row.scoring_gflops:.2f}",
+            f"{row.index_memory_gib:.2f}",
+        ]
         if has_latency:
             cells.append(
-                "-" if row.latency_ms_mean is None else f"{row.latency_ms_mean:.2f} ± {row.latency_ms_std:.2f}"
+                "-"
+                if row.latency_ms_mean is None
+                else f"{row.latency_ms_mean:.2f} ± {row.latency_ms_std:.2f}"
             )
         if compare_paper:
             paper = PAPER_TABLE3.get(row.budget)
-            cells += ["-", "-"] if paper is None else [
-                f"{paper['scoring_gflops']:.2f}",
-                f"{paper['index_memory_gib']:.2f}",
-            ]
+            cells += (
+                ["-", "-"]
+                if paper is None
+                else [
+                    f"{paper['scoring_gflops']:.2f}",
+                    f"{paper['index_memory_gib']:.2f}",
+                ]
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -98,11 +124,21 @@ def run(args: argparse.Namespace) -> int:
         "FLOPs = 2*N*r_q*r_c*D per query, memory = N*r_c*D*bytes"
     )
     if args.latency:
-        print(f"latency: one query scored against {rows[0].latency_candidates:,} candidates on this machine")
+        print(
+            f"latency: one query scored against {rows[0].latency_candidates:,} candidates "
+            "on this machine"
+        )
     print(format_table(rows, compare_paper=args.compare_paper))
     if args.json:
         from metaembed.evaluation.io import write_json_atomic
 
-        write_json_atomic(args.json, {"candidates": args.candidates, "dim": args.dim, "dtype": args.dtype,
-                                      "rows": [row.to_dict() for row in rows]})
+        write_json_atomic(
+            args.json,
+            {
+                "candidates": args.candidates,
+                "dim": args.dim,
+                "dtype": args.dtype,
+                "rows": [row.to_dict() for row in rows],
+            },
+        )
     return 0

@@ -70,8 +70,12 @@ class StandInEncoder:
 
     def concept(self, item: Item) -> str:
         if item.image is not None:
-            pixels = torch.tensor(list(load_image(item.image).resize((1, 1)).getpixel((0, 0))), dtype=torch.float32)
-            return min(PALETTE, key=lambda c: float(((torch.tensor(PALETTE[c]) - pixels) ** 2).sum()))
+            pixels = torch.tensor(
+                list(load_image(item.image).resize((1, 1)).getpixel((0, 0))), dtype=torch.float32
+            )
+            return min(
+                PALETTE, key=lambda c: float(((torch.tensor(PALETTE[c]) - pixels) ** 2).sum())
+            )
         words = (item.text or "").lower().split()
         return next((w for w in words if w in PALETTE), "none")
 
@@ -105,33 +109,42 @@ def encoder() -> StandInEncoder:
 def mmeb_classification_rows(image_prefix: str) -> list[dict]:
     labels = list(PALETTE)
     rows = []
-    for i, colour in enumerate(labels):
+    for colour in labels:
         others = [c for c in labels if c != colour]
-        rows.append({
-            "qry_inst": "<|image_1|> Represent the given image for classification",
-            "qry_text": "<|image_1|>\n",
-            "qry_img_path": f"{image_prefix}/{colour}.png",
-            "tgt_inst": None,
-            "tgt_text": [colour, *others],
-            "tgt_img_path": [""] * len(labels),
-        })
+        rows.append(
+            {
+                "qry_inst": "<|image_1|> Represent the given image for classification",
+                "qry_text": "<|image_1|>\n",
+                "qry_img_path": f"{image_prefix}/{colour}.png",
+                "tgt_inst": None,
+                "tgt_text": [colour, *others],
+                "tgt_img_path": [""] * len(labels),
+            }
+        )
     return rows
 
 
 def mmeb_retrieval_rows(image_prefix: str) -> list[dict]:
-    captions = {"red": "un carré red — 红色", "green": "grüne Wiese green", "blue": "blue ciel bleu",
-                "yellow": "yellow 黄色 ☀", "purple": "purple ungeheuer"}
+    captions = {
+        "red": "un carré red — 红色",
+        "green": "grüne Wiese green",
+        "blue": "blue ciel bleu",
+        "yellow": "yellow 黄色 ☀",
+        "purple": "purple ungeheuer",
+    }
     rows = []
     for colour, caption in captions.items():
         others = [c for c in PALETTE if c != colour]
-        rows.append({
-            "qry_inst": "Find me an everyday image that matches the given caption:",
-            "qry_text": caption,
-            "qry_img_path": "",
-            "tgt_inst": "Represent the given image.",
-            "tgt_text": ["<|image_1|>\n"] * len(PALETTE),
-            "tgt_img_path": [f"{image_prefix}/{c}.png" for c in [colour, *others]],
-        })
+        rows.append(
+            {
+                "qry_inst": "Find me an everyday image that matches the given caption:",
+                "qry_text": caption,
+                "qry_img_path": "",
+                "tgt_inst": "Represent the given image.",
+                "tgt_text": ["<|image_1|>\n"] * len(PALETTE),
+                "tgt_img_path": [f"{image_prefix}/{c}.png" for c in [colour, *others]],
+            }
+        )
     return rows
 
 
@@ -146,8 +159,13 @@ def mmeb_folder(tmp_path) -> Path:
         coco = root / "eval_images" / "MSCOCO_t2i" / f"{colour}.png"
         coco.parent.mkdir(parents=True, exist_ok=True)
         coco.write_bytes(colour_png(colour))
-    write_parquet(root / "ImageNet-1K" / "test-00000-of-00001.parquet", mmeb_classification_rows("ImageNet-1K"))
-    write_parquet(root / "MSCOCO_t2i" / "test-00000-of-00001.parquet", mmeb_retrieval_rows("MSCOCO_t2i"))
+    write_parquet(
+        root / "ImageNet-1K" / "test-00000-of-00001.parquet",
+        mmeb_classification_rows("ImageNet-1K"),
+    )
+    write_parquet(
+        root / "MSCOCO_t2i" / "test-00000-of-00001.parquet", mmeb_retrieval_rows("MSCOCO_t2i")
+    )
     return root
 
 
@@ -155,11 +173,21 @@ def mmeb_folder(tmp_path) -> Path:
 def vidore_v1_folder(tmp_path) -> Path:
     root = tmp_path / "docvqa_test_subsampled"
     rows = []
-    for i, colour in enumerate(PALETTE):
-        rows.append({"query": f"which {colour} page", "image": {"bytes": colour_png(colour), "path": f"{colour}.png"},
-                     "image_filename": f"{colour}.png"})
-    rows.append({"query": None, "image": {"bytes": colour_png("red", 9), "path": "extra.png"},
-                 "image_filename": "extra.png"})
+    for colour in PALETTE:
+        rows.append(
+            {
+                "query": f"which {colour} page",
+                "image": {"bytes": colour_png(colour), "path": f"{colour}.png"},
+                "image_filename": f"{colour}.png",
+            }
+        )
+    rows.append(
+        {
+            "query": None,
+            "image": {"bytes": colour_png("red", 9), "path": "extra.png"},
+            "image_filename": "extra.png",
+        }
+    )
     write_parquet(root / "data" / "test-00000-of-00001.parquet", rows)
     return root
 
@@ -167,7 +195,10 @@ def vidore_v1_folder(tmp_path) -> Path:
 @pytest.fixture
 def vidore_v2_folder(tmp_path) -> Path:
     root = tmp_path / "esg_reports_v2"
-    corpus = [{"corpus-id": i, "image": {"bytes": colour_png(c), "path": f"{c}.png"}} for i, c in enumerate(PALETTE)]
+    corpus = [
+        {"corpus-id": i, "image": {"bytes": colour_png(c), "path": f"{c}.png"}}
+        for i, c in enumerate(PALETTE)
+    ]
     queries = [
         {"query-id": 10, "query": "red figures", "language": "english"},
         {"query-id": 11, "query": "blue chart", "language": "english"},

@@ -13,7 +13,12 @@ from metaembed.items import Item
 
 
 def test_distinct_items_encoded_once_without_cache(encoder):
-    items = [Item(text="red"), Item(text="blue"), Item(text="red"), Item(text="red", instruction="I:")]
+    items = [
+        Item(text="red"),
+        Item(text="blue"),
+        Item(text="red"),
+        Item(text="red", instruction="I:"),
+    ]
     embeddings, positions = encode_items(encoder, items, "candidate")
     assert embeddings.shape == (3, 8, 16) and positions == [0, 1, 0, 2]
     assert encoder.calls == [("candidate", 3)]
@@ -21,9 +26,17 @@ def test_distinct_items_encoded_once_without_cache(encoder):
 
 def test_cache_reuses_and_extends(tmp_path, encoder):
     cache = EmbeddingCache(tmp_path, "model-a")
-    first, pos = cache.encode(encoder, [Item(text="red"), Item(text="blue")], "query", "ds/task", "rev1",
-                              show_progress=False)
-    again, pos_again = cache.encode(encoder, [Item(text="blue"), Item(text="red")], "query", "ds/task", "rev1")
+    first, pos = cache.encode(
+        encoder,
+        [Item(text="red"), Item(text="blue")],
+        "query",
+        "ds/task",
+        "rev1",
+        show_progress=False,
+    )
+    again, pos_again = cache.encode(
+        encoder, [Item(text="blue"), Item(text="red")], "query", "ds/task", "rev1"
+    )
     assert encoder.calls == [("query", 2)]  # second call encoded nothing
     assert torch.equal(again[pos_again[1]], first[pos[0]])
     cache.encode(encoder, [Item(text="green"), Item(text="red")], "query", "ds/task", "rev1")

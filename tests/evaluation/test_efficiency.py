@@ -17,7 +17,12 @@ from metaembed.evaluation.efficiency import (
 
 # Table 3 cells the formulas reproduce exactly at the printed precision.
 MATCHING_FLOPS = {Budget(2, 4): 5.73, Budget(4, 8): 22.94, Budget(8, 16): 91.75}
-MATCHING_MEMORY = {Budget(2, 4): 2.67, Budget(4, 8): 5.34, Budget(8, 16): 10.68, Budget(16, 64): 42.72}
+MATCHING_MEMORY = {
+    Budget(2, 4): 2.67,
+    Budget(4, 8): 5.34,
+    Budget(8, 16): 10.68,
+    Budget(16, 64): 42.72,
+}
 # Cells where the paper's print disagrees with the formula (documented in efficiency.py).
 DIFFERING = {
     ("flops", Budget(1, 1)): (0.72, 0.71),
@@ -28,7 +33,9 @@ DIFFERING = {
 
 @pytest.fixture(scope="module")
 def table3_rows():
-    rows = efficiency_table(num_candidates=100_000, dim=3584, dtype="bfloat16", budgets=PAPER_GROUPS)
+    rows = efficiency_table(
+        num_candidates=100_000, dim=3584, dtype="bfloat16", budgets=PAPER_GROUPS
+    )
     return {row.budget: row for row in rows}
 
 
@@ -75,7 +82,9 @@ def test_dtypes_and_bad_input():
 
 
 def test_latency_with_reference_scorer():
-    latencies = measure_scoring_latency("1x1 4x8", num_candidates=64, dim=16, repeats=2, engine="maxsim")
+    latencies = measure_scoring_latency(
+        "1x1 4x8", num_candidates=64, dim=16, repeats=2, engine="maxsim"
+    )
     assert set(latencies) == {Budget(1, 1), Budget(4, 8)}
     for mean, spread in latencies.values():
         assert mean > 0 and spread >= 0
@@ -84,9 +93,15 @@ def test_latency_with_reference_scorer():
 def test_cli_prints_table3(capsys):
     from metaembed_cli.main import main
 
-    assert main(["efficiency", "--candidates", "100000", "--dim", "3584", "--dtype", "bfloat16"]) == 0
+    assert (
+        main(["efficiency", "--candidates", "100000", "--dim", "3584", "--dtype", "bfloat16"]) == 0
+    )
     out = capsys.readouterr().out
-    for cells in ("| (2, 4) | 5.73 | 2.67 |", "| (8, 16) | 91.75 | 10.68 |", "| (16, 64) | 734.00 | 42.72 |"):
+    for cells in (
+        "| (2, 4) | 5.73 | 2.67 |",
+        "| (8, 16) | 91.75 | 10.68 |",
+        "| (16, 64) | 734.00 | 42.72 |",
+    ):
         assert cells in out
 
 
@@ -94,8 +109,22 @@ def test_cli_latency_json_and_errors(tmp_path, capsys):
     from metaembed_cli.main import main
 
     path = tmp_path / "eff.json"
-    argv = ["efficiency", "--candidates", "50", "--dim", "8", "--budgets", "1x1,2x4", "--latency",
-            "--repeats", "1", "--engine", "maxsim", "--json", str(path)]
+    argv = [
+        "efficiency",
+        "--candidates",
+        "50",
+        "--dim",
+        "8",
+        "--budgets",
+        "1x1,2x4",
+        "--latency",
+        "--repeats",
+        "1",
+        "--engine",
+        "maxsim",
+        "--json",
+        str(path),
+    ]
     assert main(argv) == 0
     rows = json.loads(path.read_text())["rows"]
     assert [row["budget"] for row in rows] == ["1x1", "2x4"]

@@ -12,7 +12,9 @@ from metaembed.evaluation.runner import run_mmeb
 
 
 def test_registry_matches_table1():
-    counts = {meta: sum(1 for m in MMEB_TASKS.values() if m == meta) for meta in set(MMEB_TASKS.values())}
+    counts = {
+        meta: sum(1 for m in MMEB_TASKS.values() if m == meta) for meta in set(MMEB_TASKS.values())
+    }
     assert counts == {"Classification": 10, "VQA": 10, "Retrieval": 12, "Grounding": 4}
     assert len(IND_TASKS) == 20 and IND_TASKS <= set(MMEB_TASKS)
 
@@ -29,7 +31,10 @@ def test_load_local_folder(mmeb_folder):
     assert [c.text for c in row.candidates][:2] == ["red", "green"]
     caption = retrieval.rows[0].query.text
     assert "红色" in caption and "—" in caption  # non-ASCII text kept as is
-    assert retrieval.rows[0].candidates[0].text is None and retrieval.rows[0].candidates[0].image.name == "red.png"
+    assert (
+        retrieval.rows[0].candidates[0].text is None
+        and retrieval.rows[0].candidates[0].image.name == "red.png"
+    )
 
 
 def test_missing_image_is_an_error_or_a_counted_skip(mmeb_folder):
@@ -75,11 +80,13 @@ def test_precision_at_1_agrees_with_trec_eval_convention():
     run, qrels = {}, {}
     for q, rows in enumerate(lists):
         scores = maxsim(queries[q : q + 1], candidates[rows], budget)[0]
-        # positive named "c0": trec_eval breaks ties by doc id descending, so the positive loses ties.
+        # positive named "c0": trec_eval breaks ties by doc id descending, so it loses ties.
         run[f"q{q}"] = {f"c{j}": float(s) for j, s in enumerate(scores)}
         qrels[f"q{q}"] = {"c0": 1}
     expected = evaluate(run, qrels, ["p@1"])["p@1"]
-    assert precision_at_1(queries, candidates, list(range(6)), lists, budget) == pytest.approx(expected)
+    assert precision_at_1(queries, candidates, list(range(6)), lists, budget) == pytest.approx(
+        expected
+    )
 
 
 def test_run_mmeb_end_to_end_with_stand_in(mmeb_folder, encoder):
@@ -89,7 +96,13 @@ def test_run_mmeb_end_to_end_with_stand_in(mmeb_folder, encoder):
     for budget in result.budgets:
         assert result.scores[budget] == {"ImageNet-1K": 1.0, "MSCOCO_t2i": 1.0}
         summary = result.summary(budget)
-        assert summary["Classification"] == summary["Retrieval"] == summary["IND"] == summary["overall"] == 1.0
+        assert (
+            summary["Classification"]
+            == summary["Retrieval"]
+            == summary["IND"]
+            == summary["overall"]
+            == 1.0
+        )
     # each distinct candidate encoded once: 5 labels, then 5 images (shared across rows).
     assert ("candidate", 5) in encoder.calls and all(n <= 5 for _, n in encoder.calls)
     assert result.tasks["MSCOCO_t2i"]["distinct_candidates"] == 5

@@ -15,7 +15,13 @@ def result() -> SweepResult:
         "16x64": {"A": 0.9, "B": 0.7, "C": 0.5},
         "1x1": {"A": 0.6, "B": 0.4, "C": 0.2},
     }
-    groups = {"Classification": ("A", "B"), "Grounding": ("C",), "IND": ("A",), "OOD": ("B", "C"), "VQA": ("Z",)}
+    groups = {
+        "Classification": ("A", "B"),
+        "Grounding": ("C",),
+        "IND": ("A",),
+        "OOD": ("B", "C"),
+        "VQA": ("Z",),
+    }
     return SweepResult("mmeb", "p@1", scores, groups, {"A": {"num_rows": 3}}, {"model": "m"})
 
 
@@ -41,6 +47,9 @@ def test_write_round_trip_markdown_and_png(tmp_path, result):
 
 def test_missing_values_show_as_dash(tmp_path):
     assert "| x | - |" in markdown_table("T", ["a"], {"x": {"a": math.nan}})
-    path = plot_budget_curves({"a": {"1x1": 0.5, "4x8": 0.6}, "b": {"16x64": 0.7}}, tmp_path / "p.png",
-                              baselines={"single": 0.55})
+    path = plot_budget_curves(
+        {"a": {"1x1": 0.5, "4x8": 0.6}, "b": {"16x64": 0.7}},
+        tmp_path / "p.png",
+        baselines={"single": 0.55},
+    )
     assert path.stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""Synthetic scenes: validity, rendering, hard negatives, and the benchmark on disk in MMEB's schema."""
+"""Synthetic scenes: validity, rendering, hard negatives, the benchmark on disk (MMEB schema)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import pytest
 
 from metaembed.evaluation import synthetic as syn
 from metaembed.evaluation.mmeb import load_mmeb
-from metaembed.evaluation.synthetic_tasks import SYNTHETIC_TASKS, SyntheticConfig, write_synthetic_benchmark
+from metaembed.evaluation.synthetic_tasks import (
+    SYNTHETIC_TASKS,
+    SyntheticConfig,
+    write_synthetic_benchmark,
+)
 
 
 def test_random_scenes_are_valid_and_seeded():
@@ -20,7 +24,12 @@ def test_random_scenes_are_valid_and_seeded():
         scene = syn.random_scene(rng, rng.randint(1, 5))
         assert len({o.cell for o in scene.objects}) == len(scene.objects)
     with pytest.raises(ValueError, match="distinct"):
-        syn.Scene((syn.SceneObject("circle", "red", "small", 0), syn.SceneObject("circle", "red", "large", 1)))
+        syn.Scene(
+            (
+                syn.SceneObject("circle", "red", "small", 0),
+                syn.SceneObject("circle", "red", "large", 1),
+            )
+        )
     with pytest.raises(ValueError, match="num_objects"):
         syn.random_scene(rng, 10)
 
@@ -34,22 +43,31 @@ def test_perturb_changes_exactly_one_attribute():
         after = {(o.shape, o.colour, o.size, o.cell) for o in other.objects}
         assert len(before - after) == 1 and len(after - before) == 1
         (old,), (new,) = before - after, after - before
-        assert sum(a != b for a, b in zip(old, new)) == 1
+        assert sum(a != b for a, b in zip(old, new, strict=True)) == 1
         assert syn.caption(other) != syn.caption(scene)
 
 
 def test_render_puts_colours_in_their_cells():
-    scene = syn.Scene((syn.SceneObject("square", "red", "large", 0), syn.SceneObject("circle", "blue", "large", 8)))
+    scene = syn.Scene(
+        (
+            syn.SceneObject("square", "red", "large", 0),
+            syn.SceneObject("circle", "blue", "large", 8),
+        )
+    )
     image = syn.render(scene, 90)
     assert image.getpixel((15, 15)) == pytest.approx(syn.COLOURS["red"], abs=3)
     assert image.getpixel((75, 75)) == pytest.approx(syn.COLOURS["blue"], abs=3)
     assert image.getpixel((45, 45)) == (30, 30, 34)
     crop = syn.crop_object(image, scene.objects[1], 10)
-    assert crop.size == (10, 10) and crop.getpixel((5, 5)) == pytest.approx(syn.COLOURS["blue"], abs=3)
+    assert crop.size == (10, 10) and crop.getpixel((5, 5)) == pytest.approx(
+        syn.COLOURS["blue"], abs=3
+    )
 
 
 def test_benchmark_on_disk(tmp_path):
-    paths = write_synthetic_benchmark(tmp_path, SyntheticConfig(eval_rows=4, train_examples=3, seed=7))
+    paths = write_synthetic_benchmark(
+        tmp_path, SyntheticConfig(eval_rows=4, train_examples=3, seed=7)
+    )
     tasks, _ = load_mmeb(paths["eval"])
     assert {t.name for t in tasks} == set(SYNTHETIC_TASKS)
     by_name = {t.name: t for t in tasks}
@@ -63,8 +81,17 @@ def test_benchmark_on_disk(tmp_path):
     lines = (paths["train"]).read_text().splitlines()
     assert len(lines) == 3 * 5  # IND tasks only
     example = json.loads(lines[0])
-    assert set(example) == {"qry", "qry_image_path", "pos_text", "pos_image_path", "neg_text", "neg_image_path"}
+    assert set(example) == {
+        "qry",
+        "qry_image_path",
+        "pos_text",
+        "pos_image_path",
+        "neg_text",
+        "neg_image_path",
+    }
     for key in ("qry_image_path", "pos_image_path", "neg_image_path"):
         assert not example[key] or (paths["train"].parent / example[key]).is_file()
-    again = write_synthetic_benchmark(tmp_path / "b", SyntheticConfig(eval_rows=4, train_examples=3, seed=7))
+    again = write_synthetic_benchmark(
+        tmp_path / "b", SyntheticConfig(eval_rows=4, train_examples=3, seed=7)
+    )
     assert again["train"].read_text() == paths["train"].read_text()

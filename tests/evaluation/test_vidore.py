@@ -10,11 +10,20 @@ from metaembed.evaluation.vidore import VIDORE_V2_TASKS, load_vidore, v2_rows_to
 
 def test_v1_qa_format(vidore_v1_folder, tmp_path, encoder):
     task, revision = load_vidore(vidore_v1_folder, "v1", image_dir=tmp_path / "pages")
-    assert len(task.corpus_ids) == 6 and len(task.query_ids) == 5  # a query-less page stays in the corpus
+    assert (
+        len(task.corpus_ids) == 6 and len(task.query_ids) == 5
+    )  # a query-less page stays in the corpus
     assert task.qrels["q0"] == {"red.png": 1}
     assert all(item.image.is_file() for item in task.corpus_items)
-    result = run_vidore(encoder, [task], "1x1 4x8", revision=revision, show_progress=False, benchmark="vidore-v1",
-                        metrics=("ndcg@5", "recall@1"))
+    result = run_vidore(
+        encoder,
+        [task],
+        "1x1 4x8",
+        revision=revision,
+        show_progress=False,
+        benchmark="vidore-v1",
+        metrics=("ndcg@5", "recall@1"),
+    )
     # at 1x1 the red query ties the red page with the extra red page; trec_eval's tie break (doc id
     # descending) puts "red.png" first, so every query finds its page at rank 1.
     assert result.metric == "ndcg@5"
@@ -30,9 +39,11 @@ def test_v2_beir_format_and_language(vidore_v2_folder, tmp_path, encoder):
     assert task.qrels["11"] == {"2": 1, "3": 1}
     english, _ = load_vidore(vidore_v2_folder, "v2", language="english", image_dir=tmp_path / "p")
     assert english.query_ids == ("10", "11")
-    result = run_vidore(encoder, [english], "1x1", show_progress=False, metrics=("recall@1", "ndcg@1"))
-    # query 10 (red) ranks its only page first: recall@1 = 1; query 11 (blue) ranks page 2 first but its
-    # second relevant page (yellow) is elsewhere: recall@1 = 1/2.
+    result = run_vidore(
+        encoder, [english], "1x1", show_progress=False, metrics=("recall@1", "ndcg@1")
+    )
+    # query 10 (red) ranks its only page first: recall@1 = 1; query 11 (blue) ranks page 2
+    # first but its second relevant page (yellow) is elsewhere: recall@1 = 1/2.
     assert result.metric == "recall@1"
     assert result.scores["1x1"]["esg_reports_v2"] == pytest.approx(0.75)
     assert result.metadata["all_metrics"]["1x1"]["esg_reports_v2"]["ndcg@1"] == pytest.approx(1.0)
@@ -43,8 +54,14 @@ def test_v2_missing_page_image(tmp_path, kit):
     with pytest.raises(ValueError, match="gone.png.*not found"):
         v2_rows_to_task("T", corpus, [], [], tmp_path)
     corpus.append({"corpus-id": 2, "image": {"bytes": kit.colour_png("red"), "path": "r.png"}})
-    task = v2_rows_to_task("T", corpus, [{"query-id": 5, "query": "red"}], [{"query-id": 5, "corpus-id": 2, "score": 1}],
-                           tmp_path, on_invalid="skip")
+    task = v2_rows_to_task(
+        "T",
+        corpus,
+        [{"query-id": 5, "query": "red"}],
+        [{"query-id": 5, "corpus-id": 2, "score": 1}],
+        tmp_path,
+        on_invalid="skip",
+    )
     assert task.skipped == {"missing_image": 1} and task.corpus_ids == ("2",)
     with pytest.raises(ValueError, match="no query with a relevant page"):
         v2_rows_to_task("T", corpus[1:], [{"query-id": 5, "query": "  "}], [], tmp_path)

@@ -40,7 +40,14 @@ import torch
 from metaembed.evaluation.io import write_bytes_atomic
 from metaembed.items import Item
 
-__all__ = ["Encoder", "EmbeddingCache", "item_key", "model_fingerprint", "encode_distinct", "encode_items"]
+__all__ = [
+    "Encoder",
+    "EmbeddingCache",
+    "item_key",
+    "model_fingerprint",
+    "encode_distinct",
+    "encode_items",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +57,11 @@ ROLES = ("query", "candidate")
 class Encoder(Protocol):
     """What the runners need from a model (``MetaEmbedModel`` satisfies it)."""
 
-    def encode_queries(self, items: Sequence[Any], **kwargs: Any) -> torch.Tensor: ...
+    def encode_queries(self, items: Sequence[Any], **kwargs: Any) -> torch.Tensor:
+        """Return ``(N, R_q, D)`` query embeddings."""
 
-    def encode_candidates(self, items: Sequence[Any], **kwargs: Any) -> torch.Tensor: ...
+    def encode_candidates(self, items: Sequence[Any], **kwargs: Any) -> torch.Tensor:
+        """Return ``(N, R_c, D)`` candidate embeddings."""
 
 
 def _image_identity(image: Any) -> str:
@@ -62,7 +71,9 @@ def _image_identity(image: Any) -> str:
         return "path:" + str(image)
     tobytes = getattr(image, "tobytes", None)
     if tobytes is None:
-        raise ValueError(f"cannot key an image of type {type(image).__name__}; pass a path or a PIL image")
+        raise ValueError(
+            f"cannot key an image of type {type(image).__name__}; pass a path or a PIL image"
+        )
     digest = hashlib.sha256(tobytes()).hexdigest()
     return f"pixels:{getattr(image, 'mode', '')}:{getattr(image, 'size', '')}:{digest}"
 
@@ -73,7 +84,9 @@ def item_key(item: Item) -> str:
     Image paths key by path (the dataset revision pins the files); in-memory
     images key by a hash of their pixels.
     """
-    payload = json.dumps([item.text, _image_identity(item.image), item.instruction], ensure_ascii=False)
+    payload = json.dumps(
+        [item.text, _image_identity(item.image), item.instruction], ensure_ascii=False
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -87,7 +100,9 @@ def model_fingerprint(model: Any) -> str:
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
     to_dict = getattr(config, "to_dict", None)
-    digest.update(json.dumps(to_dict() if to_dict else repr(config), sort_keys=True, default=str).encode())
+    digest.update(
+        json.dumps(to_dict() if to_dict else repr(config), sort_keys=True, default=str).encode()
+    )
     named_parameters = getattr(model, "named_parameters", None)
     if named_parameters is not None:
         with torch.no_grad():
@@ -106,20 +121,30 @@ def _safe(component: str) -> str:
     return cleaned
 
 
-def _encode(encoder: Encoder, items: Sequence[Item], role: str, batch_size: int, show_progress: bool) -> torch.Tensor:
+def _encode(
+    encoder: Encoder, items: Sequence[Item], role: str, batch_size: int, show_progress: bool
+) -> torch.Tensor:
     method = encoder.encode_queries if role == "query" else encoder.encode_candidates
-    embeddings = method(list(items), batch_size=batch_size, show_progress=show_progress)  # (N, R, D)
+    embeddings = method(
+        list(items), batch_size=batch_size, show_progress=show_progress
+    )  # (N, R, D)
     embeddings = torch.as_tensor(embeddings).detach().cpu()
     if embeddings.ndim != 3 or embeddings.shape[0] != len(items):
         raise ValueError(
-            f"encode_{'queries' if role == 'query' else 'candidates'} returned shape {tuple(embeddings.shape)} "
+            f"encode_{'queries' if role == 'query' else 'candidates'} returned shape "
+            f"{tuple(embeddings.shape)} "
             f"for {len(items)} items; expected (num_items, num_vectors, dim)"
         )
     return embeddings
 
 
 def encode_distinct(
-    encoder: Encoder, items: Sequence[Item], role: str, *, batch_size: int = 16, show_progress: bool = True
+    encoder: Encoder,
+    items: Sequence[Item],
+    role: str,
+    *,
+    batch_size: int = 16,
+    show_progress: bool = True,
 ) -> tuple[torch.Tensor, list[int]]:
     """Encode each distinct item once.
 
@@ -132,7 +157,7 @@ def encode_distinct(
     keys = [item_key(item) for item in items]
     first: dict[str, int] = {}
     distinct: list[Item] = []
-    for key, item in zip(keys, items):
+    for key, item in zip(keys, items, strict=True):
         if key not in first:
             first[key] = len(distinct)
             distinct.append(item)
@@ -164,7 +189,13 @@ class EmbeddingCache:
         """File holding the ``role`` embeddings of one dataset revision."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        return self.root / _safe(self.model_key) / _safe(dataset_key) / _safe(revision or "default") / f"{role}.npz"
+        return (
+            self.root
+            / _safe(self.model_key)
+            / _safe(dataset_key)
+            / _safe(revision or "default")
+            / f"{role}.npz"
+        )
 
     def _load(self, path: Path) -> tuple[list[str], np.ndarray | None]:
         if not path.is_file():
@@ -206,7 +237,7 @@ class EmbeddingCache:
         index_of = {key: row for row, key in enumerate(cached_keys)}
         keys = [item_key(item) for item in items]
         missing: dict[str, Item] = {}
-        for key, item in zip(keys, items):
+        for key, item in zip(keys, items, strict=True):
             if key not in index_of and key not in missing:
                 missing[key] = item
         if missing:
@@ -215,8 +246,9 @@ class EmbeddingCache:
             fresh_array = fresh.to(torch.float32).numpy().astype(self.store_dtype)  # (M, R, D)
             if cached is not None and cached.shape[1:] != fresh_array.shape[1:]:
                 raise ValueError(
-                    f"cached {role} embeddings in {path} have shape {cached.shape[1:]} per item but the "
-                    f"model now gives {fresh_array.shape[1:]}; delete the cache folder or use another model key"
+                    f"cached {role} embeddings in {path} have shape {cached.shape[1:]} per item "
+                    f"but the model now gives {fresh_array.shape[1:]}; delete the cache folder "
+                    "or use another model key"
                 )
             cached = fresh_array if cached is None else np.concatenate([cached, fresh_array])
             for key in missing:
@@ -246,11 +278,22 @@ def encode_items(
     batch_size: int = 16,
     show_progress: bool = True,
 ) -> tuple[torch.Tensor, list[int]]:
-    """Encode distinct items through ``cache`` when given, else directly (see :func:`encode_distinct`)."""
+    """Encode distinct items through ``cache`` when given, else directly.
+
+    See :func:`encode_distinct` for the return values.
+    """
     if not items:
         raise ValueError(f"no {role} items to encode; check that the dataset has rows")
     if cache is None:
-        return encode_distinct(encoder, items, role, batch_size=batch_size, show_progress=show_progress)
+        return encode_distinct(
+            encoder, items, role, batch_size=batch_size, show_progress=show_progress
+        )
     return cache.encode(
-        encoder, items, role, dataset_key, revision, batch_size=batch_size, show_progress=show_progress
+        encoder,
+        items,
+        role,
+        dataset_key,
+        revision,
+        batch_size=batch_size,
+        show_progress=show_progress,
     )

@@ -72,11 +72,36 @@ DTYPE_BYTES: dict[str, int] = {
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 
 PAPER_TABLE3: dict[Budget, dict[str, float]] = {
-    Budget(1, 1): {"scoring_gflops": 0.71, "latency_ms": 1.67, "index_memory_gib": 0.68, "mmeb": 71.3},
-    Budget(2, 4): {"scoring_gflops": 5.73, "latency_ms": 1.66, "index_memory_gib": 2.67, "mmeb": 72.0},
-    Budget(4, 8): {"scoring_gflops": 22.94, "latency_ms": 1.67, "index_memory_gib": 5.34, "mmeb": 72.9},
-    Budget(8, 16): {"scoring_gflops": 91.75, "latency_ms": 1.92, "index_memory_gib": 10.68, "mmeb": 74.3},
-    Budget(16, 64): {"scoring_gflops": 733.89, "latency_ms": 6.25, "index_memory_gib": 42.72, "mmeb": 76.6},
+    Budget(1, 1): {
+        "scoring_gflops": 0.71,
+        "latency_ms": 1.67,
+        "index_memory_gib": 0.68,
+        "mmeb": 71.3,
+    },
+    Budget(2, 4): {
+        "scoring_gflops": 5.73,
+        "latency_ms": 1.66,
+        "index_memory_gib": 2.67,
+        "mmeb": 72.0,
+    },
+    Budget(4, 8): {
+        "scoring_gflops": 22.94,
+        "latency_ms": 1.67,
+        "index_memory_gib": 5.34,
+        "mmeb": 72.9,
+    },
+    Budget(8, 16): {
+        "scoring_gflops": 91.75,
+        "latency_ms": 1.92,
+        "index_memory_gib": 10.68,
+        "mmeb": 74.3,
+    },
+    Budget(16, 64): {
+        "scoring_gflops": 733.89,
+        "latency_ms": 6.25,
+        "index_memory_gib": 42.72,
+        "mmeb": 76.6,
+    },
 }
 """Table 3 of the paper as printed (MetaEmbed-7B, N=100,000, D=3,584, bfloat16, A100)."""
 
@@ -109,7 +134,9 @@ def _check_sizes(num_candidates: int, dim: int) -> None:
         raise ValueError(f"dim must be >= 1, got {dim}")
 
 
-def index_memory_bytes(budget: Budget | str, num_candidates: int, dim: int, dtype: str = "bfloat16") -> int:
+def index_memory_bytes(
+    budget: Budget | str, num_candidates: int, dim: int, dtype: str = "bfloat16"
+) -> int:
     """Bytes to store the first ``r_c`` vectors of ``num_candidates`` candidates.
 
     >>> index_memory_bytes("1x4", num_candidates=10, dim=8, dtype="float32")
@@ -169,7 +196,9 @@ class EfficiencyRow:
         }
 
 
-def efficiency_row(budget: Budget | str, num_candidates: int, dim: int, dtype: str = "bfloat16") -> EfficiencyRow:
+def efficiency_row(
+    budget: Budget | str, num_candidates: int, dim: int, dtype: str = "bfloat16"
+) -> EfficiencyRow:
     """FLOPs and memory of one budget (no measurement)."""
     budget = Budget.parse(budget)
     _check_sizes(num_candidates, dim)
@@ -194,7 +223,9 @@ def efficiency_table(
     return [efficiency_row(budget, num_candidates, dim, dtype) for budget in parse_budgets(budgets)]
 
 
-def _random_embeddings(num: int, num_vectors: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+def _random_embeddings(
+    num: int, num_vectors: int, dim: int, generator: torch.Generator
+) -> torch.Tensor:
     embeddings = torch.randn(num, num_vectors, dim, generator=generator)  # (num, R, D)
     return torch.nn.functional.normalize(embeddings, dim=-1)
 
@@ -260,23 +291,32 @@ def measure_scoring_latency(
     max_rc = max(budget.r_c for budget in budgets)
     torch_dtype = getattr(torch, canonical_dtype(dtype)) if dtype != "int8" else torch.float16
     query_embeddings = _random_embeddings(1, max_rq, dim, generator)  # (1, max_rq, D)
-    candidate_embeddings = _random_embeddings(num_candidates, max_rc, dim, generator)  # (N, max_rc, D)
+    candidate_embeddings = _random_embeddings(
+        num_candidates, max_rc, dim, generator
+    )  # (N, max_rc, D)
     candidate_embeddings = candidate_embeddings.to(torch_dtype)
 
     with tempfile.TemporaryDirectory(prefix="metaembed-latency-") as folder:
         if index_class is not None:
-            index = index_class.create(folder + "/index", dim=dim, num_vectors=max_rc, dtype=canonical_dtype(dtype))
+            index = index_class.create(
+                folder + "/index", dim=dim, num_vectors=max_rc, dtype=canonical_dtype(dtype)
+            )
             index.add(list(range(num_candidates)), candidate_embeddings)
 
             def score(budget: Budget) -> None:
                 index.search(query_embeddings, k=10, budget=budget)
 
-            logger.info("timing scoring with %s on %d candidates", index_class.__name__, num_candidates)
+            logger.info(
+                "timing scoring with %s on %d candidates", index_class.__name__, num_candidates
+            )
         else:
             from metaembed.maxsim import maxsim
 
             def score(budget: Budget) -> None:
-                torch.topk(maxsim(query_embeddings, candidate_embeddings, budget), k=min(10, num_candidates))
+                torch.topk(
+                    maxsim(query_embeddings, candidate_embeddings, budget),
+                    k=min(10, num_candidates),
+                )
 
             logger.info("timing scoring with metaembed.maxsim on %d candidates", num_candidates)
         return {budget: _time(score, budget, repeats, warmup) for budget in budgets}

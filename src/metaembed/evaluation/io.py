@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "write_json_atomic", "read_json", "save_npy_atomic"]
+__all__ = [
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "read_json",
+    "save_npy_atomic",
+]
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""MMEB: load tasks in the Hub schema and score Precision@1 over each row's own candidates.
+r"""MMEB: load tasks in the Hub schema and score Precision@1 over each row's own candidates.
 
 MMEB (``TIGER-Lab/MMEB-eval``) has one config per task, split ``test``; each row
 is one query (``qry_inst``, ``qry_text``, ``qry_img_path``) with its own list of
@@ -20,7 +20,7 @@ positive. Design choices:
 Task groups follow the paper's table 1: four meta-tasks, and the 20
 in-distribution tasks of MMEB-train (IND) against 16 out-of-distribution (OOD).
 
->>> split_placeholder("<|image_1|>\\nRepresent the given image for classification")
+>>> split_placeholder("<|image_1|>\nRepresent the given image for classification")
 ('Represent the given image for classification', True)
 >>> MMEB_TASKS["RefCOCO"], "RefCOCO" in IND_TASKS
 ('Grounding', False)
@@ -62,10 +62,12 @@ TASKS_FILE = "tasks.json"
 META_TASKS = ("Classification", "VQA", "Retrieval", "Grounding")
 
 _TASKS_BY_META = {
-    "Classification": "ImageNet-1K N24News HatefulMemes VOC2007 SUN397 Place365 ImageNet-A ImageNet-R "
+    "Classification": "ImageNet-1K N24News HatefulMemes VOC2007 SUN397 Place365 ImageNet-A "
+    "ImageNet-R "
     "ObjectNet Country211",
     "VQA": "OK-VQA A-OKVQA DocVQA InfographicsVQA ChartQA Visual7W ScienceQA VizWiz GQA TextVQA",
-    "Retrieval": "VisDial CIRR VisualNews_t2i VisualNews_i2t MSCOCO_t2i MSCOCO_i2t NIGHTS WebQA FashionIQ "
+    "Retrieval": "VisDial CIRR VisualNews_t2i VisualNews_i2t MSCOCO_t2i MSCOCO_i2t NIGHTS WebQA "
+    "FashionIQ "
     "Wiki-SS-NQ OVEN EDIS",
     "Grounding": "MSCOCO RefCOCO RefCOCO-Matching Visual7W-Pointing",
 }
@@ -76,7 +78,8 @@ MMEB_TASKS: dict[str, str] = {
 
 IND_TASKS = frozenset(
     "ImageNet-1K N24News HatefulMemes VOC2007 SUN397 OK-VQA A-OKVQA DocVQA InfographicsVQA ChartQA "
-    "Visual7W VisDial CIRR VisualNews_t2i VisualNews_i2t MSCOCO_t2i MSCOCO_i2t NIGHTS WebQA MSCOCO".split()
+    "Visual7W VisDial CIRR VisualNews_t2i VisualNews_i2t MSCOCO_t2i MSCOCO_i2t NIGHTS WebQA "
+    "MSCOCO".split()
 )
 """The 20 tasks whose training splits form MMEB-train (in-distribution); the other 16 are OOD."""
 
@@ -145,7 +148,9 @@ def _resolve_image(relative: str, roots: Sequence[Path], where: str) -> Path:
 
 def _make_item(text: Any, image: Any, instruction: Any, roots: Sequence[Path], where: str) -> Item:
     clean_text, had_placeholder = split_placeholder(text if isinstance(text, str) else None)
-    clean_instruction, inst_placeholder = split_placeholder(instruction if isinstance(instruction, str) else None)
+    clean_instruction, inst_placeholder = split_placeholder(
+        instruction if isinstance(instruction, str) else None
+    )
     image = image.strip() if isinstance(image, str) else ""
     if (had_placeholder or inst_placeholder) and not image:
         raise _InvalidRow(
@@ -164,7 +169,9 @@ def _make_item(text: Any, image: Any, instruction: Any, roots: Sequence[Path], w
 
 def _parse_row(row: dict[str, Any], index: int, task: str, roots: Sequence[Path]) -> MMEBRow:
     where = f"task {task!r} row {index}"
-    query = _make_item(row.get("qry_text"), row.get("qry_img_path"), row.get("qry_inst"), roots, where + " query")
+    query = _make_item(
+        row.get("qry_text"), row.get("qry_img_path"), row.get("qry_inst"), roots, where + " query"
+    )
     texts = list(row.get("tgt_text") or [])
     images = row.get("tgt_img_path")
     images = [""] * len(texts) if images is None else list(images)
@@ -177,7 +184,7 @@ def _parse_row(row: dict[str, Any], index: int, task: str, roots: Sequence[Path]
         raise _InvalidRow("empty_candidates", f"{where}: the candidate list (tgt_text) is empty")
     candidates = tuple(
         _make_item(text, image, row.get("tgt_inst"), roots, f"{where} candidate {j}")
-        for j, (text, image) in enumerate(zip(texts, images))
+        for j, (text, image) in enumerate(zip(texts, images, strict=True))
     )
     return MMEBRow(query=query, candidates=candidates, row_index=index)
 
@@ -208,7 +215,9 @@ def rows_to_task(
                 raise ValueError(str(error)) from None
             skipped[error.reason] = skipped.get(error.reason, 0) + 1
     if skipped:
-        logger.warning("task %s: skipped %s invalid rows (%s)", name, sum(skipped.values()), skipped)
+        logger.warning(
+            "task %s: skipped %s invalid rows (%s)", name, sum(skipped.values()), skipped
+        )
     if not parsed:
         raise ValueError(f"task {name!r} has no valid rows ({len(rows)} read, skipped {skipped})")
     if split is None and name in MMEB_TASKS:
@@ -269,22 +278,38 @@ def load_mmeb(
         loaded = []
         for name in names:
             if not (folder / name).is_dir():
-                raise ValueError(f"task {name!r} not found in {str(folder)!r}; present: {sources.list_local_configs(folder)}")
+                raise ValueError(
+                    f"task {name!r} not found in {str(folder)!r}; "
+                    f"present: {sources.list_local_configs(folder)}"
+                )
             roots = [*extra_roots, folder, folder / "eval_images", folder / "images", folder / name]
             info = metadata.get(name, {})
             rows = sources.read_parquet_rows(folder / name)
-            loaded.append(rows_to_task(name, rows, roots, meta_task=info.get("meta_task"),
-                                       split=info.get("split"), on_invalid=on_invalid))
+            loaded.append(
+                rows_to_task(
+                    name,
+                    rows,
+                    roots,
+                    meta_task=info.get("meta_task"),
+                    split=info.get("split"),
+                    on_invalid=on_invalid,
+                )
+            )
         return loaded, sources.local_revision(folder)
     if not extra_roots:
         raise ValueError(
-            f"{data!r} is not a local folder, so it is read from the Hub; its images ship separately "
+            f"{data!r} is not a local folder, so it is read from the Hub; its images ship "
+            "separately "
             "(images.zip): download and extract them, then pass images_root (--images DIR)"
         )
     names = list(tasks) if tasks else list(MMEB_TASKS)
     loaded = [
-        rows_to_task(name, sources.load_hub_rows(str(data), name, "test", revision), extra_roots,
-                     on_invalid=on_invalid)
+        rows_to_task(
+            name,
+            sources.load_hub_rows(str(data), name, "test", revision),
+            extra_roots,
+            on_invalid=on_invalid,
+        )
         for name in names
     ]
     return loaded, sources.hub_revision(str(data), revision)
@@ -322,9 +347,11 @@ def precision_at_1(
     from metaembed.maxsim import maxsim
 
     hits = 0
-    for query_row, candidate_rows in zip(query_positions, candidate_positions):
+    for query_row, candidate_rows in zip(query_positions, candidate_positions, strict=True):
         index = torch.as_tensor(list(candidate_rows), dtype=torch.long)
-        scores = maxsim(query_embeddings[query_row : query_row + 1], candidate_embeddings[index], budget)[0]  # (n,)
+        scores = maxsim(
+            query_embeddings[query_row : query_row + 1], candidate_embeddings[index], budget
+        )[0]  # (n,)
         if scores.numel() == 1 or bool(scores[0] > scores[1:].max()):
             hits += 1
     return hits / len(query_positions)

@@ -23,7 +23,7 @@ from typing import Any
 
 from metaembed.budget import Budget, parse_budgets
 from metaembed.evaluation.cache import EmbeddingCache, encode_items
-from metaembed.evaluation.mmeb import IND_TASKS, META_TASKS, MMEBTask, precision_at_1
+from metaembed.evaluation.mmeb import META_TASKS, MMEBTask, precision_at_1
 from metaembed.evaluation.sweep import SweepResult
 
 __all__ = ["trained_budgets", "resolve_budgets", "run_mmeb", "run_vidore"]
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 def trained_budgets(model: Any) -> tuple[Budget, ...]:
-    """The budgets a model was trained for: its MMR groups that fit its vectors.
+    """Return the budgets a model was trained for: its MMR groups that fit its vectors.
 
     Single-vector models (``pooling`` ``last`` or ``mean``) give ``(1x1,)``;
     a model without a MetaEmbed config gives its largest budget only when known.
@@ -41,14 +41,19 @@ def trained_budgets(model: Any) -> tuple[Budget, ...]:
     groups = getattr(config, "groups", None)
     num_vectors = getattr(config, "num_vectors", None)
     if groups is None or num_vectors is None:
-        raise ValueError("the model has no MetaEmbed config with groups; pass budgets explicitly, e.g. '16x64'")
+        raise ValueError(
+            "the model has no MetaEmbed config with groups; pass budgets explicitly, e.g. '16x64'"
+        )
     rq, rc = num_vectors("query"), num_vectors("candidate")
     fitting = tuple(group for group in groups if group.fits(rq, rc))
     return fitting or (Budget(rq, rc),)
 
 
 def resolve_budgets(model: Any, budgets: str | Iterable[Any] | None) -> tuple[Budget, ...]:
-    """``None`` or ``"all"`` -> :func:`trained_budgets`; otherwise parse (``"1x1 16x64"``, pairs ...)."""
+    """Return :func:`trained_budgets` for ``None`` / ``"all"``, else the parsed budgets.
+
+    Accepts ``"1x1 16x64"``, ``"1x1,16x64"``, pairs or :class:`Budget` values.
+    """
     if budgets is None or (isinstance(budgets, str) and budgets.strip().lower() == "all"):
         return trained_budgets(model)
     if isinstance(budgets, str):
@@ -99,10 +104,19 @@ def run_mmeb(
         started = time.perf_counter()
         queries = [row.query for row in task.rows]
         flat_candidates = [item for row in task.rows for item in row.candidates]
-        common = dict(cache=cache, dataset_key=f"{dataset_key}/{task.name}", revision=revision,
-                      batch_size=batch_size, show_progress=show_progress)
-        query_embeddings, query_positions = encode_items(model, queries, "query", **common)  # (Nq, Rq, D)
-        candidate_embeddings, flat_positions = encode_items(model, flat_candidates, "candidate", **common)  # (Nc, Rc, D)
+        common = dict(
+            cache=cache,
+            dataset_key=f"{dataset_key}/{task.name}",
+            revision=revision,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        query_embeddings, query_positions = encode_items(
+            model, queries, "query", **common
+        )  # (Nq, Rq, D)
+        candidate_embeddings, flat_positions = encode_items(
+            model, flat_candidates, "candidate", **common
+        )  # (Nc, Rc, D)
         candidate_positions, start = [], 0
         for row in task.rows:
             candidate_positions.append(flat_positions[start : start + len(row.candidates)])
@@ -147,13 +161,27 @@ def run_vidore(
     task_facts: dict[str, dict[str, Any]] = {}
     for task in tasks:
         started = time.perf_counter()
-        common = dict(cache=cache, dataset_key=f"{dataset_key}/{task.name}", revision=task.revision or revision,
-                      batch_size=batch_size, show_progress=show_progress)
-        query_embeddings, query_positions = encode_items(model, task.query_items, "query", **common)  # (Nq, Rq, D)
-        corpus_embeddings, corpus_positions = encode_items(model, task.corpus_items, "candidate", **common)  # (Nc, Rc, D)
+        common = dict(
+            cache=cache,
+            dataset_key=f"{dataset_key}/{task.name}",
+            revision=task.revision or revision,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+        query_embeddings, query_positions = encode_items(
+            model, task.query_items, "query", **common
+        )  # (Nq, Rq, D)
+        corpus_embeddings, corpus_positions = encode_items(
+            model, task.corpus_items, "candidate", **common
+        )  # (Nc, Rc, D)
         for budget in budget_list:
-            values = score_task(task, query_embeddings[query_positions], corpus_embeddings[corpus_positions],
-                                budget, metrics)
+            values = score_task(
+                task,
+                query_embeddings[query_positions],
+                corpus_embeddings[corpus_positions],
+                budget,
+                metrics,
+            )
             scores[str(budget)][task.name] = values[metrics[0]]
             extra.setdefault(str(budget), {})[task.name] = values
         task_facts[task.name] = {

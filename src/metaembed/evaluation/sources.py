@@ -54,7 +54,9 @@ def parquet_files(folder: str | Path) -> list[Path]:
 def list_local_configs(folder: str | Path) -> list[str]:
     """Names of the sub-folders of ``folder`` that hold parquet files."""
     folder = Path(folder)
-    return sorted(child.name for child in folder.iterdir() if child.is_dir() and parquet_files(child))
+    return sorted(
+        child.name for child in folder.iterdir() if child.is_dir() and parquet_files(child)
+    )
 
 
 def read_parquet_rows(folder: str | Path) -> list[dict[str, Any]]:
@@ -63,7 +65,9 @@ def read_parquet_rows(folder: str | Path) -> list[dict[str, Any]]:
 
     files = parquet_files(folder)
     if not files:
-        raise ValueError(f"no .parquet files in {str(folder)!r}; expected <data>/<config>/*.parquet")
+        raise ValueError(
+            f"no .parquet files in {str(folder)!r}; expected <data>/<config>/*.parquet"
+        )
     rows: list[dict[str, Any]] = []
     for path in files:
         rows.extend(pq.read_table(path).to_pylist())
@@ -79,7 +83,9 @@ def local_revision(folder: str | Path) -> str:
     return "local-" + digest.hexdigest()[:12]
 
 
-def load_hub_rows(name: str, config: str | None, split: str = "test", revision: str | None = None) -> list[dict[str, Any]]:
+def load_hub_rows(
+    name: str, config: str | None, split: str = "test", revision: str | None = None
+) -> list[dict[str, Any]]:
     """Rows of ``name``/``config`` from the Hugging Face Hub (needs the ``datasets`` package)."""
     try:
         import datasets
@@ -117,7 +123,7 @@ def decode_image(value: Any, roots: Sequence[Path] = (), where: str = "") -> Any
         value = value.get("path")
     if isinstance(value, (str, Path)) and str(value):
         path = Path(value)
-        for candidate in ([path] if path.is_absolute() else [root / path for root in roots]):
+        for candidate in [path] if path.is_absolute() else [root / path for root in roots]:
             if candidate.is_file():
                 with Image.open(candidate) as opened:
                     return opened.convert("RGB")
@@ -147,12 +153,14 @@ def materialise_image(value: Any, roots: Sequence[Path], image_dir: Path, where:
     if isinstance(value, Image.Image):
         buffer = io.BytesIO()
         value.save(buffer, format="PNG")
-        return materialise_image({"bytes": buffer.getvalue(), "path": "page.png"}, roots, image_dir, where)
+        return materialise_image(
+            {"bytes": buffer.getvalue(), "path": "page.png"}, roots, image_dir, where
+        )
     if isinstance(value, dict):
         value = value.get("path")
     if isinstance(value, (str, Path)) and str(value).strip():
         path = Path(value)
-        for candidate in ([path] if path.is_absolute() else [root / path for root in roots]):
+        for candidate in [path] if path.is_absolute() else [root / path for root in roots]:
             if candidate.is_file():
                 return candidate
         raise ValueError(f"{where}: image {str(value)!r} not found under {[str(r) for r in roots]}")

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from metaembed.budget import Budget
-from metaembed.evaluation.io import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
+from metaembed.evaluation.io import (
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 __all__ = ["SweepResult", "plot_budget_curves", "markdown_table"]
 
@@ -136,7 +141,10 @@ class SweepResult:
         lines = [f"## {self.benchmark}: {self.metric} (%) by retrieval budget", ""]
         lines.append(markdown_table("Budget", columns, summary_rows))
         lines += ["", f"### Per task ({self.metric}, %)", ""]
-        per_task = {task: {b: self.scores[b].get(task, math.nan) for b in self.budgets} for task in self.task_names}
+        per_task = {
+            task: {b: self.scores[b].get(task, math.nan) for b in self.budgets}
+            for task in self.task_names
+        }
         lines.append(markdown_table("Task", self.budgets, per_task))
         return "\n".join(lines) + "\n"
 
@@ -157,7 +165,9 @@ def _cell(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
-def markdown_table(first: str, columns: Sequence[str], rows: Mapping[str, Mapping[str, float]]) -> str:
+def markdown_table(
+    first: str, columns: Sequence[str], rows: Mapping[str, Mapping[str, float]]
+) -> str:
     """Markdown table of fractions shown as percentages (``-`` for missing values).
 
     >>> print(markdown_table("Budget", ["overall"], {"(1, 1)": {"overall": 0.5}}))
@@ -167,7 +177,9 @@ def markdown_table(first: str, columns: Sequence[str], rows: Mapping[str, Mappin
     """
     lines = ["| " + " | ".join([first, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, values in rows.items():
-        lines.append("| " + " | ".join([name, *(_cell(values.get(c, math.nan)) for c in columns)]) + " |")
+        lines.append(
+            "| " + " | ".join([name, *(_cell(values.get(c, math.nan)) for c in columns)]) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -10,7 +10,8 @@ cell), which is what a single pooled vector tends to lose.
 Everything is driven by a ``random.Random`` so a seed fixes the data.
 
 >>> import random
->>> scene = Scene((SceneObject("circle", "red", "large", 0), SceneObject("square", "blue", "small", 4)))
+>>> scene = Scene((SceneObject("circle", "red", "large", 0),
+...                SceneObject("square", "blue", "small", 4)))
 >>> caption(scene)
 'a large red circle at the top left and a small blue square in the center'
 >>> referring_expression(scene.objects[1])
@@ -56,9 +57,15 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZES: dict[str, float] = {"small": 0.16, "large": 0.30}
 """Object radius as a fraction of the image side."""
 POSITIONS = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
 )
 """Names of the 3 x 3 grid cells, row by row."""
 
@@ -96,25 +103,32 @@ class Scene:
         cells = [obj.cell for obj in self.objects]
         pairs = [(obj.colour, obj.shape) for obj in self.objects]
         if not self.objects or len(set(cells)) != len(cells) or len(set(pairs)) != len(pairs):
-            raise ValueError("a scene needs >= 1 object, distinct cells and distinct (colour, shape) pairs")
+            raise ValueError(
+                "a scene needs >= 1 object, distinct cells and distinct (colour, shape) pairs"
+            )
 
 
 def random_scene(rng: random.Random, num_objects: int = 2) -> Scene:
-    """A random scene of ``num_objects`` objects (1 to 9)."""
+    """Return a random scene of ``num_objects`` objects (1 to 9)."""
     if not 1 <= num_objects <= len(POSITIONS):
         raise ValueError(f"num_objects must be in [1, 9], got {num_objects}")
     cells = rng.sample(range(len(POSITIONS)), num_objects)
     pairs = rng.sample([(c, s) for c in COLOURS for s in SHAPES], num_objects)
     objects = tuple(
         SceneObject(shape, colour, rng.choice(tuple(SIZES)), cell)
-        for cell, (colour, shape) in sorted(zip(cells, pairs))
+        for cell, (colour, shape) in sorted(zip(cells, pairs, strict=True))
     )
     return Scene(objects)
 
 
 def _polygon(shape: str, cx: float, cy: float, radius: float) -> list[tuple[float, float]]:
     if shape == "square":
-        return [(cx - radius, cy - radius), (cx + radius, cy - radius), (cx + radius, cy + radius), (cx - radius, cy + radius)]
+        return [
+            (cx - radius, cy - radius),
+            (cx + radius, cy - radius),
+            (cx + radius, cy + radius),
+            (cx - radius, cy + radius),
+        ]
     if shape == "triangle":
         return [(cx, cy - radius), (cx + radius, cy + radius), (cx - radius, cy + radius)]
     return [(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)]  # diamond
@@ -141,7 +155,7 @@ def render(scene: Scene, size: int = 56, supersample: int = 4) -> Any:
 
 
 def crop_object(image: Any, obj: SceneObject, size: int = 28) -> Any:
-    """The grid cell holding ``obj``, cut from a rendered scene and resized to ``size``."""
+    """Cut the grid cell holding ``obj``, cut from a rendered scene and resized to ``size``."""
     from PIL import Image
 
     side = image.size[0] / 3
@@ -151,7 +165,7 @@ def crop_object(image: Any, obj: SceneObject, size: int = 28) -> Any:
 
 
 def describe(obj: SceneObject, with_position: bool = True) -> str:
-    """``'a small blue square in the center'`` (or without the position)."""
+    """Describe one object: ``'a small blue square in the center'`` (position optional)."""
     text = f"a {obj.size} {obj.colour} {obj.shape}"
     if not with_position:
         return text
@@ -160,18 +174,18 @@ def describe(obj: SceneObject, with_position: bool = True) -> str:
 
 
 def caption(scene: Scene) -> str:
-    """All objects, in cell order, joined with commas and ``and``."""
+    """Describe all objects, in cell order, joined with commas and ``and``."""
     parts = [describe(obj) for obj in scene.objects]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def referring_expression(obj: SceneObject) -> str:
-    """``'the small blue square'``: unique within its scene by construction."""
+    """Name an object: ``'the small blue square'`` (unique in its scene by construction)."""
     return f"the {obj.size} {obj.colour} {obj.shape}"
 
 
 def perturb(scene: Scene, rng: random.Random) -> Scene:
-    """A hard negative: the same scene with one attribute of one object changed.
+    """Return a hard negative: the same scene with one attribute of one object changed.
 
     Colour or shape changes keep (colour, shape) pairs distinct; a position
     change moves the object to a free cell. Retries until the result is valid.
@@ -181,9 +195,13 @@ def perturb(scene: Scene, rng: random.Random) -> Scene:
         obj = scene.objects[index]
         kind = rng.choice(("colour", "shape", "size", "cell"))
         if kind == "colour":
-            changed = dataclasses.replace(obj, colour=rng.choice([c for c in COLOURS if c != obj.colour]))
+            changed = dataclasses.replace(
+                obj, colour=rng.choice([c for c in COLOURS if c != obj.colour])
+            )
         elif kind == "shape":
-            changed = dataclasses.replace(obj, shape=rng.choice([s for s in SHAPES if s != obj.shape]))
+            changed = dataclasses.replace(
+                obj, shape=rng.choice([s for s in SHAPES if s != obj.shape])
+            )
         elif kind == "size":
             changed = dataclasses.replace(obj, size="small" if obj.size == "large" else "large")
         else:

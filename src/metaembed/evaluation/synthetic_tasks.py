@@ -80,13 +80,23 @@ def _labels() -> list[str]:
 def _classification(rng: random.Random, cfg: SyntheticConfig) -> _Example:
     scene = syn.random_scene(rng, rng.randint(2, 3))
     chosen = rng.randrange(len(scene.objects))  # exactly one large object: the one to classify
-    scene = syn.Scene(tuple(dataclasses.replace(obj, size="large" if i == chosen else "small")
-                            for i, obj in enumerate(scene.objects)))
+    scene = syn.Scene(
+        tuple(
+            dataclasses.replace(obj, size="large" if i == chosen else "small")
+            for i, obj in enumerate(scene.objects)
+        )
+    )
     large = [scene.objects[chosen]]
     target = f"{large[0].colour} {large[0].shape}"
-    labels = [target, *rng.sample([label for label in _labels() if label != target], len(_labels()) - 1)]
-    return _Example(IMG + "Represent the given image for classification (the large object).",
-                    syn.render(scene, cfg.image_size), [(label, None) for label in labels])
+    labels = [
+        target,
+        *rng.sample([label for label in _labels() if label != target], len(_labels()) - 1),
+    ]
+    return _Example(
+        IMG + "Represent the given image for classification (the large object).",
+        syn.render(scene, cfg.image_size),
+        [(label, None) for label in labels],
+    )
 
 
 def _vqa(rng: random.Random, cfg: SyntheticConfig) -> _Example:
@@ -94,24 +104,45 @@ def _vqa(rng: random.Random, cfg: SyntheticConfig) -> _Example:
     obj = rng.choice(scene.objects)
     kind = rng.choice(("colour", "shape", "position", "size"))
     if kind == "colour":
-        question, answer, options = f"What colour is the {obj.shape}?", obj.colour, list(syn.COLOURS)
+        question, answer, options = (
+            f"What colour is the {obj.shape}?",
+            obj.colour,
+            list(syn.COLOURS),
+        )
         if sum(o.shape == obj.shape for o in scene.objects) > 1:
             question = f"What colour is the {obj.shape} at the {obj.position}?"
     elif kind == "shape":
-        question, answer, options = f"What shape is the {obj.colour} object?", obj.shape, list(syn.SHAPES)
+        question, answer, options = (
+            f"What shape is the {obj.colour} object?",
+            obj.shape,
+            list(syn.SHAPES),
+        )
         if sum(o.colour == obj.colour for o in scene.objects) > 1:
             question = f"What shape is the {obj.colour} object at the {obj.position}?"
     elif kind == "position":
-        question, answer, options = f"Where is the {obj.colour} {obj.shape}?", obj.position, list(syn.POSITIONS)
+        question, answer, options = (
+            f"Where is the {obj.colour} {obj.shape}?",
+            obj.position,
+            list(syn.POSITIONS),
+        )
     else:
-        question, answer, options = f"Is the {obj.colour} {obj.shape} small or large?", obj.size, list(syn.SIZES)
+        question, answer, options = (
+            f"Is the {obj.colour} {obj.shape} small or large?",
+            obj.size,
+            list(syn.SIZES),
+        )
     negatives = [option for option in options if option != answer]
     rng.shuffle(negatives)
-    return _Example(IMG + f"Represent the given image with the following question: {question}",
-                    syn.render(scene, cfg.image_size), [(answer, None)] + [(n, None) for n in negatives])
+    return _Example(
+        IMG + f"Represent the given image with the following question: {question}",
+        syn.render(scene, cfg.image_size),
+        [(answer, None)] + [(n, None) for n in negatives],
+    )
 
 
-def _negative_scenes(rng: random.Random, scene: syn.Scene, count: int, num_objects: int) -> list[syn.Scene]:
+def _negative_scenes(
+    rng: random.Random, scene: syn.Scene, count: int, num_objects: int
+) -> list[syn.Scene]:
     scenes: list[syn.Scene] = []
     while len(scenes) < count:
         hard = len(scenes) < (count + 1) // 2 + 1
@@ -121,15 +152,23 @@ def _negative_scenes(rng: random.Random, scene: syn.Scene, count: int, num_objec
     return scenes
 
 
-def _retrieval(rng: random.Random, cfg: SyntheticConfig, text_to_image: bool, objects: tuple[int, int]) -> _Example:
+def _retrieval(
+    rng: random.Random, cfg: SyntheticConfig, text_to_image: bool, objects: tuple[int, int]
+) -> _Example:
     num_objects = rng.randint(*objects)
     scene = syn.random_scene(rng, num_objects)
     scenes = [scene, *_negative_scenes(rng, scene, cfg.num_candidates - 1, num_objects)]
     if text_to_image:
-        return _Example("Find me an image that matches the given caption: " + syn.caption(scene), None,
-                        [(IMG + "Represent the given image.", syn.render(s, cfg.image_size)) for s in scenes])
-    return _Example(IMG + "Find an image caption describing the given image.", syn.render(scene, cfg.image_size),
-                    [(syn.caption(s), None) for s in scenes])
+        return _Example(
+            "Find me an image that matches the given caption: " + syn.caption(scene),
+            None,
+            [(IMG + "Represent the given image.", syn.render(s, cfg.image_size)) for s in scenes],
+        )
+    return _Example(
+        IMG + "Find an image caption describing the given image.",
+        syn.render(scene, cfg.image_size),
+        [(syn.caption(s), None) for s in scenes],
+    )
 
 
 def _grounding(rng: random.Random, cfg: SyntheticConfig) -> _Example:
@@ -142,8 +181,11 @@ def _grounding(rng: random.Random, cfg: SyntheticConfig) -> _Example:
         alone = syn.perturb(syn.Scene((target,)), rng)
         crops.append(syn.crop_object(syn.render(alone, cfg.image_size), alone.objects[0]))
     text = IMG + "Select the portion of the image that isolates the object labelled as: "
-    return _Example(text + syn.referring_expression(target), image,
-                    [(IMG + "Represent the given cropped image of the object.", crop) for crop in crops])
+    return _Example(
+        text + syn.referring_expression(target),
+        image,
+        [(IMG + "Represent the given cropped image of the object.", crop) for crop in crops],
+    )
 
 
 Builder = Callable[[random.Random, SyntheticConfig], _Example]
@@ -186,13 +228,18 @@ def _eval_row(example: _Example, save: _ImageWriter) -> dict[str, Any]:
 def _train_row(example: _Example, save: _ImageWriter) -> dict[str, Any]:
     (pos_text, pos_image), (neg_text, neg_image) = example.candidates[0], example.candidates[1]
     return {
-        "qry": example.query_text, "qry_image_path": save(example.query_image),
-        "pos_text": pos_text, "pos_image_path": save(pos_image),
-        "neg_text": neg_text, "neg_image_path": save(neg_image),
+        "qry": example.query_text,
+        "qry_image_path": save(example.query_image),
+        "pos_text": pos_text,
+        "pos_image_path": save(pos_image),
+        "neg_text": neg_text,
+        "neg_image_path": save(neg_image),
     }
 
 
-def write_synthetic_benchmark(root: str | Path, config: SyntheticConfig | None = None) -> dict[str, Path]:
+def write_synthetic_benchmark(
+    root: str | Path, config: SyntheticConfig | None = None
+) -> dict[str, Path]:
     """Write the evaluation tasks and the training split under ``root``; return their paths.
 
     Returns

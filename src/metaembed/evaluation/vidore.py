@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 VIDORE_V1_TASKS = tuple(
     f"vidore/{name}"
     for name in (
-        "arxivqa_test_subsampled docvqa_test_subsampled infovqa_test_subsampled tabfquad_test_subsampled "
-        "tatdqa_test shiftproject_test syntheticDocQA_artificial_intelligence_test syntheticDocQA_energy_test "
+        "arxivqa_test_subsampled docvqa_test_subsampled infovqa_test_subsampled "
+        "tabfquad_test_subsampled tatdqa_test shiftproject_test "
+        "syntheticDocQA_artificial_intelligence_test syntheticDocQA_energy_test "
         "syntheticDocQA_government_reports_test syntheticDocQA_healthcare_industry_test"
     ).split()
 )
@@ -84,8 +85,14 @@ def _count(skipped: dict[str, int], reason: str) -> None:
     skipped[reason] = skipped.get(reason, 0) + 1
 
 
-def _page(value: Any, roots: Sequence[Path], image_dir: Path, where: str, on_invalid: str,
-          skipped: dict[str, int]) -> Item | None:
+def _page(
+    value: Any,
+    roots: Sequence[Path],
+    image_dir: Path,
+    where: str,
+    on_invalid: str,
+    skipped: dict[str, int],
+) -> Item | None:
     from metaembed.evaluation.sources import materialise_image
 
     try:
@@ -101,8 +108,13 @@ def _query_text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def v1_rows_to_task(name: str, rows: Sequence[dict[str, Any]], image_dir: Path, roots: Sequence[Path] = (),
-                    on_invalid: str = "error") -> ViDoReTask:
+def v1_rows_to_task(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    image_dir: Path,
+    roots: Sequence[Path] = (),
+    on_invalid: str = "error",
+) -> ViDoReTask:
     """Build a task from ViDoRe v1 QA rows (``query``, ``image``, ``image_filename``)."""
     corpus: dict[str, Item] = {}
     queries: list[tuple[str, Item, str]] = []
@@ -122,20 +134,31 @@ def v1_rows_to_task(name: str, rows: Sequence[dict[str, Any]], image_dir: Path, 
     return _finish(name, [(q, item) for q, item, _ in queries], corpus, qrels, skipped)
 
 
-def v2_rows_to_task(name: str, corpus_rows: Sequence[dict[str, Any]], query_rows: Sequence[dict[str, Any]],
-                    qrel_rows: Sequence[dict[str, Any]], image_dir: Path, roots: Sequence[Path] = (),
-                    language: str | None = None, on_invalid: str = "error") -> ViDoReTask:
+def v2_rows_to_task(
+    name: str,
+    corpus_rows: Sequence[dict[str, Any]],
+    query_rows: Sequence[dict[str, Any]],
+    qrel_rows: Sequence[dict[str, Any]],
+    image_dir: Path,
+    roots: Sequence[Path] = (),
+    language: str | None = None,
+    on_invalid: str = "error",
+) -> ViDoReTask:
     """Build a task from ViDoRe v2 BEIR configs; ``language`` keeps only queries in it."""
     skipped: dict[str, int] = {}
     corpus: dict[str, Item] = {}
     for index, row in enumerate(corpus_rows):
-        page = _page(row.get("image"), roots, image_dir, f"{name} corpus row {index}", on_invalid, skipped)
+        page = _page(
+            row.get("image"), roots, image_dir, f"{name} corpus row {index}", on_invalid, skipped
+        )
         if page is not None:
             corpus[str(row["corpus-id"])] = page
     qrels: dict[str, dict[str, int]] = {}
     for row in qrel_rows:
         if int(row.get("score", 1)) >= 1 and str(row["corpus-id"]) in corpus:
-            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row.get("score", 1))
+            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(
+                row.get("score", 1)
+            )
     queries = []
     for row in query_rows:
         if language is not None and str(row.get("language", language)).lower() != language.lower():
@@ -150,12 +173,19 @@ def v2_rows_to_task(name: str, corpus_rows: Sequence[dict[str, Any]], query_rows
     return _finish(name, queries, corpus, qrels, skipped)
 
 
-def _finish(name: str, queries: list[tuple[str, Item]], corpus: dict[str, Item],
-            qrels: dict[str, dict[str, int]], skipped: dict[str, int]) -> ViDoReTask:
+def _finish(
+    name: str,
+    queries: list[tuple[str, Item]],
+    corpus: dict[str, Item],
+    qrels: dict[str, dict[str, int]],
+    skipped: dict[str, int],
+) -> ViDoReTask:
     if not corpus:
         raise ValueError(f"ViDoRe task {name!r} has no corpus page with an image")
     if not queries:
-        raise ValueError(f"ViDoRe task {name!r} has no query with a relevant page (skipped: {skipped})")
+        raise ValueError(
+            f"ViDoRe task {name!r} has no query with a relevant page (skipped: {skipped})"
+        )
     if skipped:
         logger.warning("%s: skipped %s", name, skipped)
     kept = {qid for qid, _ in queries}
@@ -209,7 +239,11 @@ def load_vidore(
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
     data = str(data)
     name = name or Path(data.rstrip("/")).name
-    image_dir = Path(image_dir) if image_dir is not None else Path(tempfile.mkdtemp(prefix="metaembed-pages-"))
+    image_dir = (
+        Path(image_dir)
+        if image_dir is not None
+        else Path(tempfile.mkdtemp(prefix="metaembed-pages-"))
+    )
     local = sources.is_local(data)
     roots = [Path(data).expanduser()] if local else []
     key = sources.local_revision(data) if local else sources.hub_revision(data, revision)
@@ -220,14 +254,21 @@ def load_vidore(
             config = configs[0] if len(configs) == 1 else None
         task = v1_rows_to_task(name, _rows(data, config, revision), image_dir, roots, on_invalid)
         return dataclasses.replace(task, revision=key), key
-    corpus, queries, qrels = (_rows(data, part, revision) for part in ("corpus", "queries", "qrels"))
+    corpus, queries, qrels = (
+        _rows(data, part, revision) for part in ("corpus", "queries", "qrels")
+    )
     task = v2_rows_to_task(name, corpus, queries, qrels, image_dir, roots, language, on_invalid)
     key += f"-{language}" if language else ""
     return dataclasses.replace(task, revision=key), key
 
 
-def score_task(task: ViDoReTask, query_embeddings: torch.Tensor, corpus_embeddings: torch.Tensor,
-               budget: Budget, metrics: Sequence[str] = ("ndcg@5",)) -> dict[str, float]:
+def score_task(
+    task: ViDoReTask,
+    query_embeddings: torch.Tensor,
+    corpus_embeddings: torch.Tensor,
+    budget: Budget,
+    metrics: Sequence[str] = ("ndcg@5",),
+) -> dict[str, float]:
     """Score every query against the whole corpus and compute ``metrics`` (trec_eval conventions).
 
     Parameters
@@ -240,6 +281,7 @@ def score_task(task: ViDoReTask, query_embeddings: torch.Tensor, corpus_embeddin
 
     scores = maxsim(query_embeddings, corpus_embeddings, budget)  # (Nq, Nc)
     run = {
-        qid: dict(zip(task.corpus_ids, row.tolist())) for qid, row in zip(task.query_ids, scores)
+        qid: dict(zip(task.corpus_ids, row.tolist(), strict=True))
+        for qid, row in zip(task.query_ids, scores, strict=True)
     }
     return evaluate(run, task.qrels, metrics)
