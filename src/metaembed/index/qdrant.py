@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_COLLECTION = "metaembed"
 DEFAULT_PREFETCH_LIMIT = 200
 _METADATA_KEY = "metaembed"
-_MAX_POINT_ID = 2**63 - 1
 
 
 def _qdrant() -> tuple[Any, Any]:
@@ -277,6 +276,8 @@ class QdrantIndex(MultiVectorIndexBase):
 
         Ids already in the collection raise ``ValueError`` unless ``upsert=True``,
         which replaces them. ``metadata`` (one dict per id) is stored as payload.
+        Points are sent in batches of ``upsert_batch_size``; a failure part-way
+        leaves the earlier batches stored, so retry the call with ``upsert=True``.
         """
         _, models = _qdrant()
         id_array = _check_ids(ids)
