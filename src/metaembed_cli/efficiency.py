@@ -97,7 +97,11 @@ def format_table(rows: list[Any], compare_paper: bool = False) -> str:
 def run(args: argparse.Namespace) -> int:
     """Compute (and optionally time) every budget; print a table."""
     from metaembed.budget import parse_budgets
-    from metaembed.evaluation.efficiency import efficiency_table, measure_scoring_latency
+    from metaembed.evaluation.efficiency import (
+        efficiency_table,
+        measure_scoring_latency,
+        scoring_engine,
+    )
 
     try:
         budgets = parse_budgets(args.budgets.replace(",", " "))
@@ -126,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.latency:
         print(
             f"latency: one query scored against {rows[0].latency_candidates:,} candidates "
-            "on this machine"
+            f"on this machine with {scoring_engine(args.engine)}"
         )
     print(format_table(rows, compare_paper=args.compare_paper))
     if args.json:

@@ -131,3 +131,16 @@ def test_cli_latency_json_and_errors(tmp_path, capsys):
     assert rows[1]["latency_candidates"] == 50 and rows[1]["latency_ms_mean"] > 0
     assert main(["efficiency", "--dtype", "float7"]) == 2
     assert "unknown index dtype" in capsys.readouterr().err
+
+
+def test_latency_with_index_engine():
+    from metaembed.evaluation.efficiency import scoring_engine
+
+    pytest.importorskip("metaembed.index.multivector")
+    assert scoring_engine("auto") == "MultiVectorIndex" and scoring_engine("maxsim") == "maxsim"
+    latencies = measure_scoring_latency(
+        "1x1 2x4", num_candidates=32, dim=8, repeats=1, engine="index"
+    )
+    assert all(mean > 0 for mean, _ in latencies.values())
+    with pytest.raises(ValueError, match="engine must be"):
+        scoring_engine("gpu")

@@ -54,6 +54,7 @@ __all__ = [
     "efficiency_row",
     "efficiency_table",
     "measure_scoring_latency",
+    "scoring_engine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -239,6 +240,21 @@ def _index_engine() -> Any:
     return MultiVectorIndex
 
 
+def scoring_engine(engine: str = "auto") -> str:
+    """Return the engine used for timing: ``"MultiVectorIndex"`` or ``"maxsim"``."""
+    if engine not in ("auto", "index", "maxsim"):
+        raise ValueError(f"engine must be 'auto', 'index' or 'maxsim', got {engine!r}")
+    if engine == "maxsim":
+        return "maxsim"
+    if _index_engine() is None:
+        if engine == "index":
+            raise ValueError(
+                "engine='index' needs metaembed.index.multivector; use engine='maxsim'"
+            )
+        return "maxsim"
+    return "MultiVectorIndex"
+
+
 def measure_scoring_latency(
     budgets: Iterable[Budget | str] | str = PAPER_GROUPS,
     num_candidates: int = 10_000,
@@ -281,11 +297,7 @@ def measure_scoring_latency(
     _check_sizes(num_candidates, dim)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if engine not in ("auto", "index", "maxsim"):
-        raise ValueError(f"engine must be 'auto', 'index' or 'maxsim', got {engine!r}")
-    index_class = None if engine == "maxsim" else _index_engine()
-    if engine == "index" and index_class is None:
-        raise ValueError("engine='index' needs metaembed.index.multivector; use engine='maxsim'")
+    index_class = _index_engine() if scoring_engine(engine) == "MultiVectorIndex" else None
     generator = torch.Generator().manual_seed(seed)
     max_rq = max(budget.r_q for budget in budgets)
     max_rc = max(budget.r_c for budget in budgets)
