@@ -59,7 +59,9 @@ embeddings of those last positions with the learnable meta-token rows, runs the
 backbone, and returns the last-layer hidden states ``(batch, seq, hidden)``.
 The hook runs inside the backbone's own forward, so image features are merged
 and position ids (Qwen2-VL's 3-D rope index included) computed exactly as for
-any text token at those positions. The hook checks that it fired exactly once.
+any text token at those positions. The hook checks that it fired exactly once;
+a lock serialises meta-token forwards of one adapter, so threads (a web
+server) may share a model safely.
 
 Changelog
 ---------
@@ -76,6 +78,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -134,6 +137,7 @@ class BackboneAdapter(abc.ABC):
         self.model = model
         self.processor = processor
         self.max_length: int | None = None  # prompt tokens kept by build_inputs (None: all)
+        self._forward_lock = threading.RLock()  # the meta-token hook is per-forward state
         tokenizer = self.tokenizer
         if tokenizer is not None:
             tokenizer.padding_side = "left"
@@ -344,7 +348,7 @@ class BackboneAdapter(abc.ABC):
         """
         if meta_embeddings is None:
             return self.run_backbone(inputs)
-        with self.meta_token_hook(meta_embeddings) as fired:
+        with self._forward_lock, self.meta_token_hook(meta_embeddings) as fired:
             hidden_states = self.run_backbone(inputs)  # (batch, seq, hidden)
         if len(fired) != 1:
             raise RuntimeError(

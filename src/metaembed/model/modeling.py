@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,9 +34,23 @@ from metaembed.model.lora import apply_lora, is_peft_model
 from metaembed.model.meta_tokens import MetaTokens
 from metaembed.model.pooling import pool_last, pool_mean, pool_meta, pool_split
 
-__all__ = ["MetaEmbedModel"]
+__all__ = ["MetaEmbedModel", "resolve_device"]
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None, dtype: torch.dtype | None = None) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; warns about half precision on CPU.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        logger.warning("%s on CPU is very slow (no fast half-precision matmul); use float32", dtype)
+    return device
 
 
 class MetaEmbedModel(nn.Module):
@@ -110,7 +125,7 @@ class MetaEmbedModel(nn.Module):
         family: str | None = None,
         *,
         dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         seed: int = 0,
         load_kwargs: dict[str, Any] | None = None,
         **fields: Any,
@@ -118,6 +133,8 @@ class MetaEmbedModel(nn.Module):
         """Load a Hugging Face backbone (Hub id or folder) and make a fresh MetaEmbed model.
 
         ``family`` is detected from the checkpoint's ``model_type`` when omitted.
+        ``device="auto"`` picks CUDA when available; ``dtype`` (default float32) is
+        the backbone's compute dtype (bfloat16 on GPUs; keep float32 on CPUs).
         """
         from metaembed.backbones.registry import family_for_model_type, get_adapter_class
 
@@ -126,8 +143,11 @@ class MetaEmbedModel(nn.Module):
 
             family = family_for_model_type(AutoConfig.from_pretrained(base_model).model_type)
         adapter_class = get_adapter_class(family)
+        device = resolve_device(device, dtype)
         adapter = adapter_class.load(base_model, dtype=dtype, device=device, **(load_kwargs or {}))
-        config = MetaEmbedConfig(base_model=str(base_model), family=adapter_class.family, **fields)
+        local = Path(base_model)
+        recorded = str(local.resolve()) if local.is_dir() else str(base_model)  # Hub id kept as is
+        config = MetaEmbedConfig(base_model=recorded, family=adapter_class.family, **fields)
         return cls.from_adapter(adapter, config, seed=seed)
 
     @classmethod
@@ -136,13 +156,19 @@ class MetaEmbedModel(nn.Module):
         path_or_id: str | os.PathLike[str],
         *,
         dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
+        device: str | torch.device | None = "auto",
         trainable: bool = False,
         base_model: str | None = None,
     ) -> MetaEmbedModel:
-        """Load a saved model (local folder or Hub id); see :mod:`metaembed.model.serialization`."""
+        """Load a saved model (local folder or Hub id); see :mod:`metaembed.model.serialization`.
+
+        ``device="auto"`` picks CUDA when available; ``trainable=True`` keeps LoRA, meta
+        tokens and projection trainable (to continue training); ``base_model``
+        overrides the backbone location recorded in the config.
+        """
         from metaembed.model.serialization import load_model
 
+        device = resolve_device(device, dtype)
         return load_model(
             cls, path_or_id, dtype=dtype, device=device, trainable=trainable, base_model=base_model
         )
