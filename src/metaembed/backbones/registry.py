@@ -28,6 +28,7 @@ _FAMILIES: dict[str, str] = {
     "idefics3": "metaembed.backbones.idefics3:Idefics3Adapter",
     "paligemma": "metaembed.backbones.paligemma:PaliGemmaAdapter",
     "mllama": "metaembed.backbones.mllama:MllamaAdapter",
+    "composite": "metaembed.backbones.composite:CompositeAdapter",
 }
 """One line per family: registry name -> ``"module:AdapterClass"``."""
 

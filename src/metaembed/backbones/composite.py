@@ -1,0 +1,406 @@
+"""Composite backbone: bring your own image encoder and language model (LLaVA-style).
+
+::
+
+    image --letterbox on white--> frozen image encoder --> (C, 7, 7) feature grid
+          --average pool to g x g--> g*g tokens --layer norm--> projector (Linear-GELU-Linear)
+          --rescaled to the LM's embedding RMS--> written over g*g placeholder positions
+    text  --tokenizer--> LM token embeddings
+    [image tokens | instruction + text | meta tokens] --> causal LM (first N layers) --> hidden states
+
+Design choices
+--------------
+- The backbone is named by a *spec* string, e.g.
+  ``"efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3;prompt=plain"``
+  (see :class:`CompositeSpec`); parts are loaded by name from
+  :mod:`metaembed.backbones.composite_parts`. Every frozen weight, the
+  projector's starting weights included (seeded by ``seed``), is rebuilt from
+  the spec, so a saved model stores only the spec plus its LoRA adapter and
+  meta tokens: a few MB.
+- The projector is a frozen, seeded random MLP that **LoRA adapts** like the
+  LM's attention and MLP projections (``lora_target_modules``). With LoRA
+  rank r the learned part of the projector is rank r (32 in the paper's
+  setting), which is what lets the shared save/load code keep it inside the
+  peft adapter. The image encoder is never adapted (a CNN, kept frozen).
+- Feature grid pooling (``grid``) and LM truncation (``layers``) trade
+  accuracy for CPU time; both are part of the spec, hence of the saved model.
+- The frozen encoder's pooled features are cached in memory by a hash of the
+  pixel tensor, so training epochs and repeated encodings skip the CNN; with
+  ``$METAEMBED_FEATURE_CACHE_DIR`` set they are also kept on disk (one small
+  ``.pt`` file per image, written atomically) and shared across runs.
+- Images sit before the text (LLaVA order); positions count from each row's
+  first real token (left padding safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaembed.backbones.base import BackboneAdapter, check_role, positions_from_mask
+from metaembed.backbones.composite_parts import VisionEncoder, load_language_model, load_vision_encoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from metaembed.items import Item
+
+__all__ = ["CompositeAdapter", "CompositeModel", "CompositeSpec", "SPEC_FILENAME"]
+
+logger = logging.getLogger(__name__)
+
+SPEC_FILENAME = "composite_config.json"
+"""The spec of a composite base model saved as a folder."""
+
+_LM_TARGETS = r"language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+_PROJECTOR_TARGETS = r"projector\.(0|2)"
+_IMAGE_MARKER = "\u2983image\u2984"
+_MAX_CACHED_IMAGES = 50_000
+
+
+@dataclass(frozen=True)
+class CompositeSpec:
+    """What the composite backbone is made of.
+
+    Parameters
+    ----------
+    vision : str
+        Image encoder name (``"efficientnet-lite0"``, ``"tiny-cnn"``).
+    language_model : str
+        LM name (``"smollm2-135m-instruct"``, ``"tiny-llama"``) or HF folder / Hub id.
+    layers : int, optional
+        Keep only the first ``layers`` decoder layers (``None``: all).
+    grid : int, optional
+        Average-pool the encoder's feature grid to ``grid x grid`` tokens (``None``: native).
+    prompt : {"chat", "plain"}
+        ``chat`` renders the user turn with the tokenizer's chat template;
+        ``plain`` is ``instruction\\ntext`` (shorter, cheaper on CPU).
+    seed : int
+        Seeds the projector's starting weights and the tiny test parts.
+
+    >>> spec = CompositeSpec.parse("tiny-cnn+tiny-llama;layers=1;grid=2")
+    >>> spec.layers, spec.grid, spec.prompt
+    (1, 2, 'chat')
+    >>> CompositeSpec.parse(str(spec)) == spec
+    True
+    """
+
+    vision: str
+    language_model: str
+    layers: int | None = None
+    grid: int | None = None
+    prompt: str = "chat"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.prompt not in ("chat", "plain"):
+            raise ValueError(f"prompt must be 'chat' or 'plain', got {self.prompt!r}")
+        for name in ("layers", "grid"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be None or >= 1, got {value}")
+
+    def __str__(self) -> str:
+        options = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[2:] if getattr(self, f.name) != f.default]
+        return ";".join([f"{self.vision}+{self.language_model}", *options])
+
+    @classmethod
+    def parse(cls, text: str) -> CompositeSpec:
+        """Parse ``"VISION+LM[;key=value...]"``; raise ``ValueError`` naming the expected form."""
+        head, *options = [part.strip() for part in str(text).split(";")]
+        if "+" not in head:
+            raise ValueError(
+                f"composite spec {text!r} must look like 'efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3' "
+                "(or be a folder holding composite_config.json)"
+            )
+        vision, language_model = head.split("+", 1)
+        values: dict[str, Any] = {"vision": vision, "language_model": language_model}
+        known = {f.name for f in fields(cls)}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key not in known or key in ("vision", "language_model") or not value:
+                raise ValueError(f"bad option {option!r} in composite spec {text!r}; options: layers, grid, prompt, seed")
+            values[key] = value if key == "prompt" else (None if value == "None" else int(value))
+        return cls(**values)
+
+    @classmethod
+    def resolve(cls, name_or_path: str | os.PathLike[str]) -> CompositeSpec:
+        """A spec string, or a folder (or JSON file) written by :meth:`CompositeModel.save_pretrained`."""
+        path = Path(name_or_path)
+        if path.is_dir():
+            path = path / SPEC_FILENAME
+        if path.suffix == ".json" and path.is_file():
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        return cls.parse(str(name_or_path))
+
+
+class CompositeModel(nn.Module):
+    """Frozen image encoder + projector + causal LM; returns ``last_hidden_state``.
+
+    Parameters
+    ----------
+    spec : CompositeSpec
+        What it is made of (kept for saving).
+    vision : VisionEncoder
+        The frozen image encoder.
+    language_model : torch.nn.Module
+        A headless causal LM (``AutoModel``) with Llama-style module names.
+    """
+
+    def __init__(self, spec: CompositeSpec, vision: VisionEncoder, language_model: nn.Module) -> None:
+        super().__init__()
+        self.spec = spec
+        self.vision_info = vision
+        self.vision = vision.module
+        self.language_model = language_model
+        self.config = language_model.config
+        hidden_size = self.get_input_embeddings().weight.shape[1]
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(spec.seed)
+        self.projector = nn.Sequential(
+            nn.Linear(vision.feature_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
+        )
+        torch.random.set_rng_state(generator_state)
+        self.projector.requires_grad_(False)
+        embedding_rms = self.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
+        self.register_buffer("embedding_rms", embedding_rms, persistent=False)
+        self._feature_cache: dict[str, torch.Tensor] = {}
+        folder = os.environ.get("METAEMBED_FEATURE_CACHE_DIR")
+        self.feature_cache_dir = Path(folder) / f"{spec.vision}-grid{spec.grid}-seed{spec.seed}" if folder else None
+
+    def train(self, mode: bool = True) -> CompositeModel:
+        """Set train/eval mode; the frozen image encoder always stays in eval mode (batch norm)."""
+        super().train(mode)
+        self.vision.eval()
+        return self
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The LM's token embedding (the module the meta-token hook edits)."""
+        return self.language_model.get_input_embeddings()
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Image tokens per image: ``grid**2`` (or the encoder's native grid squared)."""
+        return self._grid_side() ** 2
+
+    def _grid_side(self) -> int:
+        if self.spec.grid is not None:
+            return self.spec.grid
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.vision_info.image_size, self.vision_info.image_size)
+            return int(self.vision(probe).shape[-1])
+
+    @torch.no_grad()
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled frozen features ``(N, g*g, C)`` for pixels ``(N, 3, S, S)``, cached by content."""
+        keys = [hashlib.blake2b(image.numpy().tobytes(), digest_size=16).hexdigest() for image in pixel_values.cpu()]
+        missing = [i for i, key in enumerate(keys) if key not in self._feature_cache and not self._load_cached(key)]
+        if missing:
+            grid = self.vision(pixel_values[missing])  # (M, C, h, w)
+            if self.spec.grid is not None:
+                grid = F.adaptive_avg_pool2d(grid, self.spec.grid)  # (M, C, g, g)
+            tokens = grid.flatten(2).transpose(1, 2).float()  # (M, g*g, C)
+            if len(self._feature_cache) + len(missing) > _MAX_CACHED_IMAGES:
+                self._feature_cache.clear()
+            for index, features in zip(missing, tokens):
+                self._feature_cache[keys[index]] = features.cpu()
+                self._store_cached(keys[index], features.cpu())
+        return torch.stack([self._feature_cache[key] for key in keys]).to(pixel_values.device)
+
+    def _load_cached(self, key: str) -> bool:
+        if self.feature_cache_dir is None:
+            return False
+        path = self.feature_cache_dir / f"{key}.pt"
+        if not path.is_file():
+            return False
+        try:
+            self._feature_cache[key] = torch.load(path, map_location="cpu")
+        except (OSError, RuntimeError, EOFError):
+            return False
+        return True
+
+    def _store_cached(self, key: str, features: torch.Tensor) -> None:
+        if self.feature_cache_dir is None:
+            return
+        self.feature_cache_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self.feature_cache_dir / f".{key}.{os.getpid()}.tmp"
+        torch.save(features.clone(), temporary)
+        os.replace(temporary, self.feature_cache_dir / f"{key}.pt")
+
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected image tokens ``(N, g*g, hidden)`` at the scale of the LM's token embeddings."""
+        features = self.image_features(pixel_values)  # (N, g*g, C)
+        features = F.layer_norm(features, features.shape[-1:])  # (N, g*g, C)
+        projected = self.projector(features)  # (N, g*g, hidden)
+        rms = projected.pow(2).mean(dim=-1, keepdim=True).add(1e-6).sqrt()  # (N, g*g, 1)
+        return projected / rms * self.embedding_rms  # (N, g*g, hidden)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Embed tokens, write image tokens at ``image_mask``, run the LM; return its output."""
+        embeddings = self.get_input_embeddings()(input_ids)  # (batch, seq, hidden)
+        if pixel_values is not None and pixel_values.shape[0] > 0:
+            image_tokens = self.image_tokens(pixel_values).to(embeddings.dtype)  # (N, g*g, hidden)
+            if image_mask is None or int(image_mask.sum()) != image_tokens.shape[0] * image_tokens.shape[1]:
+                raise ValueError("image_mask must mark exactly g*g positions per image given in pixel_values")
+            embeddings = embeddings.masked_scatter(image_mask.unsqueeze(-1), image_tokens)  # (batch, seq, hidden)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)  # (batch, seq)
+        return self.language_model(
+            inputs_embeds=embeddings,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            return_dict=True,
+        )
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Checkpoint the LM's layers (the frozen encoder needs no activations kept)."""
+        self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike[str], state_dict: Any = None, **kwargs: Any) -> None:
+        """Write only ``composite_config.json``: every frozen weight is rebuilt from the spec."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SPEC_FILENAME).write_text(json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8")
+
+
+def build_composite(spec: CompositeSpec) -> tuple[CompositeModel, Any]:
+    """Load the parts named by ``spec``; return the model (eval mode) and the tokenizer."""
+    vision = load_vision_encoder(spec.vision, seed=spec.seed)
+    language_model, tokenizer = load_language_model(spec.language_model, spec.layers, seed=spec.seed)
+    return CompositeModel(spec, vision, language_model).eval(), tokenizer
+
+
+def letterbox(image: Any, size: int) -> torch.Tensor:
+    """RGB PIL image -> ``(3, size, size)`` floats in [0, 1], aspect kept, padded with white."""
+    import numpy as np
+    from PIL import Image
+
+    scale = size / max(image.size)
+    width, height = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    resized = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(resized, ((size - width) // 2, (size - height) // 2))
+    pixels = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)  # (size, size, 3)
+    return pixels.permute(2, 0, 1).contiguous()  # (3, size, size)
+
+
+class CompositeAdapter(BackboneAdapter):
+    """Adapter of the composite backbone (``processor`` is the LM's tokenizer)."""
+
+    family = "composite"
+    model_types = ("metaembed_composite",)
+    supports_images = True
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> CompositeAdapter:
+        """Build from a spec string or a folder holding ``composite_config.json``."""
+        if kwargs:
+            raise TypeError(f"the composite family takes no load options, got {sorted(kwargs)}; put them in the spec")
+        model, tokenizer = build_composite(CompositeSpec.resolve(name_or_path))
+        if dtype is not None:
+            model.to(dtype)
+        if device is not None:
+            model.to(device)
+        return cls(model, tokenizer)
+
+    @classmethod
+    def build_tiny(cls, seed: int = 0, **overrides: Any) -> CompositeAdapter:
+        """Tiny random parts: an 8x8-patch CNN at 56 px and the 2-layer tiny Llama."""
+        settings: dict[str, Any] = {"vision": "tiny-cnn", "language_model": "tiny-llama", "grid": 2, "seed": seed}
+        settings.update(overrides)
+        model, tokenizer = build_composite(CompositeSpec(**settings))
+        return cls(model, tokenizer)
+
+    def save_processor(self, directory: str) -> None:
+        """Nothing to write: the tokenizer comes with the language model named in the spec."""
+
+    @property
+    def spec(self) -> CompositeSpec:
+        """The spec of the wrapped composite model (through a peft wrapper too)."""
+        return self._composite().spec
+
+    def _composite(self) -> CompositeModel:
+        model = self.model
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _prompt_pieces(self, item: Item) -> tuple[list[int], list[int]]:
+        """Token ids before and after the image slot of one item."""
+        text = "\n".join(part for part in (item.instruction, item.text) if part)
+        marker = _IMAGE_MARKER if item.image is not None else ""
+        if self.spec.prompt == "chat" and self._has_chat_template(self.tokenizer):
+            messages = [{"role": "user", "content": marker + text}]
+            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            rendered = marker + text
+        before, _, after = rendered.partition(_IMAGE_MARKER) if marker else ("", "", rendered)
+        encode = lambda piece: self.tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []  # noqa: E731
+        before_ids, after_ids = encode(before), encode(after)
+        if self.max_length is not None and len(before_ids) + len(after_ids) > self.max_length:
+            after_ids = after_ids[: max(0, self.max_length - len(before_ids))]
+        return before_ids, after_ids
+
+    def build_inputs(self, items: Sequence[Item], role: str) -> dict[str, torch.Tensor]:
+        """Left-padded ids with ``g*g`` placeholder positions per image, ``image_mask``, ``pixel_values``."""
+        check_role(role)
+        composite = self._composite()
+        image_length = composite.tokens_per_image
+        pad_id = self.meta_placeholder_id
+        rows: list[list[int]] = []
+        image_rows: list[list[bool]] = []
+        pixels: list[torch.Tensor] = []
+        for item in items:
+            before_ids, after_ids = self._prompt_pieces(item)
+            slot = image_length if item.image is not None else 0
+            rows.append(before_ids + [pad_id] * slot + after_ids)
+            image_rows.append([False] * len(before_ids) + [True] * slot + [False] * len(after_ids))
+            if item.image is not None:
+                pixels.append(letterbox(item.image, composite.vision_info.image_size))
+        width = max(1, max(len(row) for row in rows))
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (batch, seq)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (batch, seq)
+        image_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (batch, seq)
+        for index, (row, marks) in enumerate(zip(rows, image_rows)):
+            if row:
+                input_ids[index, width - len(row) :] = torch.tensor(row)
+                attention_mask[index, width - len(row) :] = 1
+                image_mask[index, width - len(row) :] = torch.tensor(marks)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "image_mask": image_mask}
+        if pixels:
+            info = composite.vision_info
+            inputs["pixel_values"] = (torch.stack(pixels) - info.mean) / info.std  # (images, 3, S, S)
+        return inputs
+
+    def extend_per_token_inputs(self, inputs: dict[str, torch.Tensor], num_meta: int) -> dict[str, torch.Tensor]:
+        """Meta positions are text: ``image_mask`` grows by ``num_meta`` False columns."""
+        extended = super().extend_per_token_inputs(inputs, num_meta)
+        mask = extended["image_mask"]  # (batch, seq)
+        extended["image_mask"] = torch.cat([mask, mask.new_zeros((mask.shape[0], num_meta))], dim=1)
+        return extended
+
+    def lora_target_modules(self, include_vision: bool = True) -> str:
+        """The LM's attention + MLP projections and the projector (the CNN encoder stays frozen)."""
+        return rf".*({_LM_TARGETS}|{_PROJECTOR_TARGETS})"
