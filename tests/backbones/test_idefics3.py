@@ -115,6 +115,20 @@ def test_tiny_model_is_deterministic_for_a_seed():
                        second.encode_candidates(items, show_progress=False))
 
 
+def test_image_placeholder_without_a_chat_template(model):
+    processor = model.adapter.processor
+    templates = processor.chat_template, processor.tokenizer.chat_template
+    processor.chat_template = processor.tokenizer.chat_template = None
+    try:
+        inputs = model.prepare([Item(text="red", image=Image.new("RGB", (56, 56))), "text"],
+                               "query")
+    finally:
+        processor.chat_template, processor.tokenizer.chat_template = templates
+    image_id = model.adapter.tokenizer.convert_tokens_to_ids("<image>")
+    assert (inputs["input_ids"] == image_id).any(dim=1).tolist() == [True, False]
+    assert model.adapter.tokenizer.decode(inputs["input_ids"][1]).endswith("text" + "<pad>" * 3)
+
+
 def test_save_load_round_trip(model, tmp_path):
     from metaembed.model.modeling import MetaEmbedModel
 

@@ -18,6 +18,8 @@ Design choices
 - LoRA covers the language model's attention + MLP projections and, with
   ``include_vision``, the SigLIP encoder's attention + MLP and the connector's
   projection.
+- Prompts go through the chat template; without one, ``<image>`` is put before
+  the text of image items.
 - When ``AutoProcessor`` cannot load (e.g. SmolVLM's video processor without
   torchvision), an image-only ``Idefics3Processor`` is built from the tokenizer
   and the PIL image processor.
@@ -152,6 +154,13 @@ class Idefics3Adapter(BackboneAdapter):
         return cls(model, processor)
 
     # ------------------------------------------------------------------ inputs
+    def _prompt(self, item: Item, role: str) -> str:
+        prompt = self.render_prompt(item, role)
+        image_token = self.processor.image_token
+        if item.image is not None and image_token not in prompt:  # no chat template
+            prompt = image_token + prompt
+        return prompt
+
     def build_inputs(self, items: Sequence[Item], role: str) -> dict[str, torch.Tensor]:
         """Chat-template prompts, images split into tiles by the processor, left padded.
 
@@ -160,7 +169,7 @@ class Idefics3Adapter(BackboneAdapter):
         ``pixel_attention_mask`` ``(batch, max_tiles, H, W)``.
         """
         check_role(role)
-        prompts = [self.render_prompt(item, role) for item in items]
+        prompts = [self._prompt(item, role) for item in items]
         images = [item.image for item in items if item.image is not None]
         truncate = self.max_length is not None and not images  # image tokens must stay whole
         processed = self.processor(
