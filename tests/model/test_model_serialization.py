@@ -84,3 +84,11 @@ def test_config_json_round_trip_and_validation():
         MetaEmbedConfig(num_candidate_tokens=8)  # the paper groups need 64
     with pytest.raises(ValueError, match="unknown MetaEmbedConfig fields"):
         MetaEmbedConfig.from_dict({"familly": "llama"})
+
+
+def test_hub_ids_fail_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="could not download 'no-such-owner/no-such-model'"):
+        MetaEmbedModel.from_pretrained("no-such-owner/no-such-model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        MetaEmbedModel.from_pretrained("a/b/c")

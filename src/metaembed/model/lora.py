@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,6 +24,14 @@ __all__ = ["apply_lora", "load_lora", "lora_parameters", "base_model_state_dict"
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG_FILENAME = "adapter_config.json"
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Silence the FutureWarning peft triggers by reading a property transformers 5 deprecated."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        yield
 
 
 def is_peft_model(model: nn.Module) -> bool:
@@ -57,8 +67,7 @@ def apply_lora(
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none"
     )
-    with warnings.catch_warnings():  # peft reads a property transformers 5 marks deprecated
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+    with _quiet_peft():
         wrapped = get_peft_model(model, config)
     count = sum(1 for name, _ in wrapped.named_parameters() if "lora_A" in name)
     if count == 0:
@@ -74,7 +83,8 @@ def load_lora(model: nn.Module, directory: str | os.PathLike[str], trainable: bo
     """Load a saved peft adapter from ``directory`` onto ``model``."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+    with _quiet_peft():
+        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
 
 
 def lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
