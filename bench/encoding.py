@@ -45,8 +45,13 @@ def make_items(kind: str, role: str, count: int, seed: int = 0) -> list[Item]:
     if kind == "image":
         from PIL import Image
 
-        return [Item(text=_sentence(rng, 6), image=Image.new("RGB", (224, 224), (rng.randrange(256), 90, 40)))
-                for _ in range(count)]
+        return [
+            Item(
+                text=_sentence(rng, 6),
+                image=Image.new("RGB", (224, 224), (rng.randrange(256), 90, 40)),
+            )
+            for _ in range(count)
+        ]
     return [Item(text=_sentence(rng, rng.randint(60, 100))) for _ in range(count)]
 
 
@@ -109,7 +114,9 @@ def time_role(model, items: list[Item], role: str, batch_size: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny-llama", "tiny-qwen2-vl", "smollm2"])
-    parser.add_argument("--items", type=int, default=32, help="items per role (8 for smollm2 is enough)")
+    parser.add_argument(
+        "--items", type=int, default=32, help="items per role (8 for smollm2 is enough)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -123,15 +130,24 @@ def main() -> None:
             row = {"model": name, **time_role(model, items, role, args.batch_size, args.repeats)}
             rows.append(row)
         del model
-    header = (f"{'model':<14} {'role':<9} {'prompt tok':>10} {'meta':>5} {'+tokens':>8} "
-              f"{'bare it/s':>10} {'meta it/s':>10} {'overhead':>9}")
+    header = (
+        f"{'model':<14} {'role':<9} {'prompt tok':>10} {'meta':>5} {'+tokens':>8} "
+        f"{'bare it/s':>10} {'meta it/s':>10} {'overhead':>9}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['model']:<14} {r['role']:<9} {r['mean_prompt_tokens']:>10.1f} {r['meta_tokens']:>5} "
-              f"{r['extra_tokens_percent']:>7.1f}% "
-              f"{r['bare_items_per_s']:>10.1f} {r['meta_items_per_s']:>10.1f} {r['overhead_percent']:>8.1f}%")
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-               "torch": torch.__version__, "device": "cpu"}
+        print(
+            f"{r['model']:<14} {r['role']:<9} {r['mean_prompt_tokens']:>10.1f} "
+            f"{r['meta_tokens']:>5} {r['extra_tokens_percent']:>7.1f}% "
+            f"{r['bare_items_per_s']:>10.1f} {r['meta_items_per_s']:>10.1f} "
+            f"{r['overhead_percent']:>8.1f}%"
+        )
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "device": "cpu",
+    }
     RESULTS.mkdir(exist_ok=True)
     out = {"machine": machine, "batch_size": args.batch_size, "repeats": args.repeats, "rows": rows}
     (RESULTS / "encoding.json").write_text(json.dumps(out, indent=2))

@@ -102,7 +102,8 @@ def as_item(value: ItemLike, index: int | None = None) -> Item:
         item = Item(image=value)
     else:
         raise TypeError(
-            f"cannot encode a {type(value).__name__} (item{where}): pass a str (text), a pathlib.Path "
+            f"cannot encode a {type(value).__name__} (item{where}): pass a str (text), "
+            "a pathlib.Path "
             "or PIL.Image.Image (image), or metaembed.Item(text=..., image=..., instruction=...)"
         )
     if item.is_empty:
@@ -177,5 +178,5 @@ def load_item_images(
     positions = range(len(items)) if indices is None else indices
     return [
         item if item.image is None else replace(item, image=load_image(item.image, i, max_side))
-        for i, item in zip(positions, items)
+        for i, item in zip(positions, items, strict=True)
     ]

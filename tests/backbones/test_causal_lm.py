@@ -18,7 +18,7 @@ def model():
 
 
 def test_meta_embeddings_equal_direct_hf_forward(model):
-    """Hand-build each prompt (chat template, no padding) + meta rows and run LlamaModel directly."""
+    """Hand-build each prompt (chat template, no padding) + meta rows; run LlamaModel directly."""
     tokenizer = model.adapter.tokenizer
     hf = model.backbone.get_base_model()
     with torch.no_grad():
@@ -41,24 +41,41 @@ def test_padding_does_not_change_results_exactly(model):
     assert torch.allclose(alone, padded, atol=1e-6)
 
 
-@pytest.mark.parametrize(("pooling", "query_vectors", "candidate_vectors"),
-                         [("last", 1, 1), ("mean", 1, 1), ("split", 2, 4)])
+@pytest.mark.parametrize(
+    ("pooling", "query_vectors", "candidate_vectors"),
+    [("last", 1, 1), ("mean", 1, 1), ("split", 2, 4)],
+)
 def test_pooling_baselines(pooling, query_vectors, candidate_vectors):
-    baseline = tiny_model("llama", pooling=pooling, num_query_tokens=2, num_candidate_tokens=4,
-                          groups=["1x1"] if pooling != "split" else ["1x1", "2x4"])
+    baseline = tiny_model(
+        "llama",
+        pooling=pooling,
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=["1x1"] if pooling != "split" else ["1x1", "2x4"],
+    )
     assert baseline.meta_tokens is None
     inputs = baseline.prepare(TEXTS, "query")
-    assert inputs["input_ids"].shape[1] == baseline.adapter.build_inputs(
-        [Item(text=t) for t in TEXTS], "query")["input_ids"].shape[1]
+    assert (
+        inputs["input_ids"].shape[1]
+        == baseline.adapter.build_inputs([Item(text=t) for t in TEXTS], "query")["input_ids"].shape[
+            1
+        ]
+    )
     queries = baseline.encode_queries(TEXTS, show_progress=False)
     candidates = baseline.encode_candidates(TEXTS, show_progress=False)
-    assert queries.shape == (3, query_vectors, 32) and candidates.shape == (3, candidate_vectors, 32)
+    assert queries.shape == (3, query_vectors, 32) and candidates.shape == (
+        3,
+        candidate_vectors,
+        32,
+    )
     assert torch.allclose(queries.norm(dim=-1), torch.ones(3, query_vectors), atol=1e-5)
     with pytest.raises(ValueError, match="use r_q <= 1" if pooling != "split" else "use r_q <= 2"):
         baseline.encode_queries(TEXTS, budget="4x8", show_progress=False)
 
 
 def test_max_length_truncates_prompts():
-    short = tiny_model("llama", num_query_tokens=2, num_candidate_tokens=4, groups=["2x4"], max_length=5)
+    short = tiny_model(
+        "llama", num_query_tokens=2, num_candidate_tokens=4, groups=["2x4"], max_length=5
+    )
     inputs = short.prepare(["a long text " * 20], "query")
     assert inputs["input_ids"].shape[1] == 5 + 2

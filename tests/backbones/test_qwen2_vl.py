@@ -1,4 +1,4 @@
-"""Qwen2-VL / Qwen2.5-VL adapters: M-RoPE positions of meta tokens, congruence with direct HF forwards."""
+"""Qwen2-VL / Qwen2.5-VL adapters: M-RoPE positions of meta tokens, congruence with HF forwards."""
 
 from __future__ import annotations
 
@@ -15,14 +15,20 @@ FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
-    return tiny_model(request.param, num_query_tokens=3, num_candidate_tokens=5, groups=["1x1", "3x5"])
+    return tiny_model(
+        request.param, num_query_tokens=3, num_candidate_tokens=5, groups=["1x1", "3x5"]
+    )
 
 
 def _items():
     red = Image.new("RGB", (84, 56), (220, 20, 20))
     blue = Image.new("RGB", (56, 112), (20, 20, 220))
-    return [Item(text="a red rectangle", image=red), "only text here, longer than the others", blue,
-            Item(text="blue", image=blue, instruction="Represent the image.")]
+    return [
+        Item(text="a red rectangle", image=red),
+        "only text here, longer than the others",
+        blue,
+        Item(text="blue", image=blue, instruction="Represent the image."),
+    ]
 
 
 def test_meta_positions_follow_the_prompt_on_all_three_axes(model):
@@ -40,7 +46,7 @@ def test_meta_positions_follow_the_prompt_on_all_three_axes(model):
 
 
 def test_explicit_positions_match_the_models_own_forward(model):
-    """Our forward (explicit get_rope_index) equals HF's forward left to compute positions itself."""
+    """Our forward (explicit get_rope_index) equals HF's forward computing positions itself."""
     inputs = model.prepare(_items(), "candidate")
     meta_rows = model.meta_tokens.rows("candidate")
     with torch.no_grad():
@@ -51,22 +57,27 @@ def test_explicit_positions_match_the_models_own_forward(model):
 
 
 def test_embed_equals_hand_built_hf_forward(model):
-    """Meta embeddings == hidden states of a language-model forward on hand-built input embeddings."""
+    """Meta embeddings == hidden states of a language-model forward on hand-built embeddings."""
     inputs = model.prepare(_items(), "query")
     hf = model.backbone.get_base_model()
     with torch.no_grad():
         embeds = hf.get_input_embeddings()(inputs["input_ids"])  # (batch, seq, hidden)
         image_features = hf.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
         image_features = torch.cat(image_features.pooler_output, dim=0)
-        image_mask = (inputs["input_ids"] == hf.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+        image_mask = (
+            (inputs["input_ids"] == hf.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+        )
         embeds = embeds.masked_scatter(image_mask, image_features)
         embeds[:, -3:] = model.meta_tokens.weight[:3]
         position_ids, _ = hf.get_rope_index(
-            inputs["input_ids"], inputs["mm_token_type_ids"], inputs["image_grid_thw"],
+            inputs["input_ids"],
+            inputs["mm_token_type_ids"],
+            inputs["image_grid_thw"],
             attention_mask=inputs["attention_mask"],
         )
-        hidden = hf.language_model(inputs_embeds=embeds, position_ids=position_ids,
-                                   attention_mask=inputs["attention_mask"]).last_hidden_state
+        hidden = hf.language_model(
+            inputs_embeds=embeds, position_ids=position_ids, attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
         expected = F.normalize(hidden[:, -3:].float(), dim=-1)
         got = model.embed(inputs, "query")
     assert torch.allclose(got, expected, atol=1e-5)
@@ -78,18 +89,25 @@ def test_mixed_batches_budgets_and_batch_size(model):
     single = model.encode_candidates(items, batch_size=1, show_progress=False)
     assert full.shape == (4, 5, 32)
     assert torch.allclose(full, single, atol=1e-5)
-    assert torch.allclose(model.encode_candidates(items, budget="1x1", show_progress=False),
-                          full[:, :1], atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, budget="1x1", show_progress=False), full[:, :1], atol=1e-6
+    )
     queries = model.encode_queries(items, budget="3x5", show_progress=False)
     assert queries.shape == (4, 3, 32)
 
 
 def test_paper_layout_reads_first_rq_and_last_rc():
-    model = tiny_model("qwen2_vl", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"], layout="paper")
+    model = tiny_model(
+        "qwen2_vl", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"], layout="paper"
+    )
     inputs = model.prepare(["hello"], "query")
-    assert inputs["input_ids"].shape[1] == model.prepare(["hello"], "candidate")["input_ids"].shape[1]
+    assert (
+        inputs["input_ids"].shape[1] == model.prepare(["hello"], "candidate")["input_ids"].shape[1]
+    )
     with torch.no_grad():
-        hidden = model.adapter.forward_with_meta(inputs, model.meta_tokens.weight)  # (1, seq, hidden)
+        hidden = model.adapter.forward_with_meta(
+            inputs, model.meta_tokens.weight
+        )  # (1, seq, hidden)
         query = model.embed(inputs, "query")
         candidate = model.embed(inputs, "candidate")
     assert torch.allclose(query, F.normalize(hidden[:, -5:-3], dim=-1), atol=1e-6)
@@ -117,5 +135,8 @@ def test_save_load_round_trip(model, tmp_path):
     items = _items()
     model.save_pretrained(tmp_path / "saved")
     loaded = MetaEmbedModel.from_pretrained(tmp_path / "saved")
-    assert torch.allclose(model.encode_candidates(items, show_progress=False),
-                          loaded.encode_candidates(items, show_progress=False), atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, show_progress=False),
+        loaded.encode_candidates(items, show_progress=False),
+        atol=1e-6,
+    )

@@ -1,4 +1,4 @@
-"""One backward pass with gradient checkpointing ON reaches every LoRA tensor (vision too) and the meta tokens.
+"""A backward pass with gradient checkpointing ON reaches every LoRA tensor and the meta tokens.
 
 The reference implementation silently trained no vision LoRA in this setting
 (reentrant checkpointing with frozen inputs); this test guards against that.

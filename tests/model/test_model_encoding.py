@@ -1,4 +1,4 @@
-"""Encoding congruence on the tiny Llama: budgets are prefixes, batching and padding don't matter."""
+"""Encoding congruence on the tiny Llama: budgets are prefixes; batching and padding are neutral."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from metaembed.items import Item
 from metaembed.testing import tiny_model
 
 
-
 @pytest.fixture(scope="module")
 def tiny_llama():
     """Tiny Llama MetaEmbed model with small R_q/R_c (fast)."""
-    return tiny_model("llama", num_query_tokens=4, num_candidate_tokens=8, groups=["1x1", "2x4", "4x8"])
+    return tiny_model(
+        "llama", num_query_tokens=4, num_candidate_tokens=8, groups=["1x1", "2x4", "4x8"]
+    )
 
 
 TEXTS = [
@@ -61,7 +62,8 @@ def test_order_is_preserved(tiny_llama):
 def test_instruction_changes_embedding(tiny_llama):
     plain = tiny_llama.encode_queries([Item(text="cat")], show_progress=False)
     instructed = tiny_llama.encode_queries(
-        [Item(text="cat", instruction="Find an image that matches the caption.")], show_progress=False
+        [Item(text="cat", instruction="Find an image that matches the caption.")],
+        show_progress=False,
     )
     assert not torch.allclose(plain, instructed)
 
@@ -70,7 +72,9 @@ def test_empty_list_gives_empty_tensor(tiny_llama):
     assert tiny_llama.encode_queries([], show_progress=False).shape == (0, 4, 32)
 
 
-@pytest.mark.parametrize(("role", "budget"), [("query", "5x8"), ("candidate", "4x9"), ("candidate", 9)])
+@pytest.mark.parametrize(
+    ("role", "budget"), [("query", "5x8"), ("candidate", "4x9"), ("candidate", 9)]
+)
 def test_budget_above_model_raises(tiny_llama, role, budget):
     with pytest.raises(ValueError, match="use r_"):
         tiny_llama.encode(TEXTS, role, budget=budget, show_progress=False)

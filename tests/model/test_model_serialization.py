@@ -17,11 +17,17 @@ TEXTS = ["a red bicycle", "two dogs on the grass", "quarterly revenue"]
 @pytest.fixture(scope="module")
 def trained_like_model():
     """A tiny model whose LoRA and meta tokens are perturbed, as after training."""
-    model = tiny_model("llama", seed=3, num_query_tokens=2, num_candidate_tokens=4,
-                       groups=["1x1", "2x4"], projection_dim=16)
+    model = tiny_model(
+        "llama",
+        seed=3,
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=["1x1", "2x4"],
+        projection_dim=16,
+    )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
     return model
@@ -31,8 +37,14 @@ def test_round_trip_identical_embeddings(trained_like_model, tmp_path):
     folder = tmp_path / "model"
     trained_like_model.save_pretrained(folder)
     names = {path.name for path in folder.iterdir()}
-    assert {"metaembed_config.json", "metaembed_weights.safetensors", "adapter_config.json",
-            "adapter_model.safetensors", "README.md", "base_model"} <= names
+    assert {
+        "metaembed_config.json",
+        "metaembed_weights.safetensors",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        "base_model",
+    } <= names
     assert "| 2x4 |" in (folder / "README.md").read_text()
     assert json.loads((folder / "metaembed_config.json").read_text())["base_model"] == "base_model"
     loaded = MetaEmbedModel.from_pretrained(folder)
@@ -57,8 +69,11 @@ def test_trainable_load_and_resave_keeps_other_files(trained_like_model, tmp_pat
     assert (folder / "notes.txt").read_text() == "keep me"
     loaded.save_pretrained(tmp_path / "elsewhere")  # the embedded base travels along
     again = MetaEmbedModel.from_pretrained(tmp_path / "elsewhere")
-    assert torch.allclose(again.encode_queries(TEXTS, show_progress=False),
-                          trained_like_model.encode_queries(TEXTS, show_progress=False), atol=1e-6)
+    assert torch.allclose(
+        again.encode_queries(TEXTS, show_progress=False),
+        trained_like_model.encode_queries(TEXTS, show_progress=False),
+        atol=1e-6,
+    )
 
 
 def test_missing_files_are_named(trained_like_model, tmp_path):
@@ -76,7 +91,9 @@ def test_missing_files_are_named(trained_like_model, tmp_path):
 
 
 def test_config_json_round_trip_and_validation():
-    config = MetaEmbedConfig(family="llama", layout="paper", projection_dim=8, groups=["1x1", "16x64"])
+    config = MetaEmbedConfig(
+        family="llama", layout="paper", projection_dim=8, groups=["1x1", "16x64"]
+    )
     assert MetaEmbedConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="pooling"):
         MetaEmbedConfig(pooling="max")

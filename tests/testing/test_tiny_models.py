@@ -39,8 +39,15 @@ def test_forward_takes_tens_of_milliseconds(family):
 
 
 def test_backbone_overrides_and_config_overrides_are_routed():
-    model = tiny_model("llama", hidden_size=48, num_attention_heads=4, projection_dim=8,
-                       num_query_tokens=2, num_candidate_tokens=4, groups=["2x4"])
+    model = tiny_model(
+        "llama",
+        hidden_size=48,
+        num_attention_heads=4,
+        projection_dim=8,
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=["2x4"],
+    )
     assert model.adapter.hidden_size == 48 and model.config.projection_dim == 8
     assert model.encode_queries(["x"], show_progress=False).shape == (1, 2, 8)
 

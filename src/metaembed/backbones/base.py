@@ -182,7 +182,7 @@ class BackboneAdapter(abc.ABC):
         return int(self.input_embeddings().weight.shape[1])
 
     def input_embeddings(self) -> nn.Embedding:
-        """The token embedding module whose output the meta-token hook edits."""
+        """Return the token embedding module whose output the meta-token hook edits."""
         return self.model.get_input_embeddings()
 
     @property
@@ -359,4 +359,6 @@ class BackboneAdapter(abc.ABC):
         return hidden_states
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={type(self.model).__name__}, hidden={self.hidden_size})"
+        return (
+            f"{type(self).__name__}(model={type(self.model).__name__}, hidden={self.hidden_size})"
+        )

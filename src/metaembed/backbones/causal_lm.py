@@ -56,7 +56,7 @@ class CausalLMAdapter(BackboneAdapter):
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> CausalLMAdapter:
-        """A 2-layer Llama with hidden size 32 and an offline 512-token BPE tokenizer."""
+        """Build a 2-layer Llama (hidden size 32) with an offline 512-token BPE tokenizer."""
         from transformers import LlamaConfig, LlamaModel
 
         from metaembed.testing.tokenizer import build_tokenizer

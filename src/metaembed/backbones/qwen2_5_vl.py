@@ -40,6 +40,15 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):  # noqa: N801 - follows transformers' c
 
     @classmethod
     def _tiny_vision_config(cls) -> dict[str, Any]:
-        return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                    patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                    fullatt_block_indexes=[1])
+        return dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )

@@ -46,7 +46,7 @@ TINY_IMAGE_PIXELS = (56 * 56, 112 * 112)
 
 
 def image_only_processor_class(base_class: type) -> type:
-    """A subclass of a Qwen-VL processor class that accepts ``video_processor=None``."""
+    """Subclass a Qwen-VL processor class so that it accepts ``video_processor=None``."""
 
     class ImageOnlyProcessor(base_class):  # type: ignore[misc, valid-type]
         def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
@@ -90,8 +90,16 @@ class Qwen2VLAdapter(BackboneAdapter):
 
     @classmethod
     def _tiny_vision_config(cls) -> dict[str, Any]:
-        return dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2,
-                    patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+        return dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=32,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -125,7 +133,9 @@ class Qwen2VLAdapter(BackboneAdapter):
     ) -> Qwen2VLAdapter:
         """Load the headless model and an (image-only if need be) processor."""
         processor = cls._load_processor(name_or_path)
-        model = cls._model_class().from_pretrained(name_or_path, dtype=dtype or torch.float32, **kwargs)
+        model = cls._model_class().from_pretrained(
+            name_or_path, dtype=dtype or torch.float32, **kwargs
+        )
         if device is not None:
             model.to(device)
         return cls(model.eval(), processor)
@@ -138,7 +148,7 @@ class Qwen2VLAdapter(BackboneAdapter):
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> Qwen2VLAdapter:
-        """A 2-layer, hidden-32 model with a 2-block vision tower; images of 56-112 px."""
+        """Build a 2-layer, hidden-32 model with a 2-block vision tower; images of 56-112 px."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
         )
@@ -147,19 +157,32 @@ class Qwen2VLAdapter(BackboneAdapter):
 
         tokenizer = build_tokenizer()
         token = tokenizer.convert_tokens_to_ids
-        text_config = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=2048, bos_token_id=None,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                           rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]})
+        text_config = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
+        )
         text_config.update(overrides.pop("text_config", {}))
         vision_config = cls._tiny_vision_config()
         vision_config.update(overrides.pop("vision_config", {}))
         config = cls._config_class()(
-            text_config=text_config, vision_config=vision_config,
-            image_token_id=token("<|image_pad|>"), video_token_id=token("<|video_pad|>"),
-            vision_start_token_id=token("<|vision_start|>"), vision_end_token_id=token("<|vision_end|>"),
-            bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            text_config=text_config,
+            vision_config=vision_config,
+            image_token_id=token("<|image_pad|>"),
+            video_token_id=token("<|video_pad|>"),
+            vision_start_token_id=token("<|vision_start|>"),
+            vision_end_token_id=token("<|vision_end|>"),
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
             **overrides,
         )
         torch.manual_seed(seed)
@@ -167,7 +190,9 @@ class Qwen2VLAdapter(BackboneAdapter):
         min_pixels, max_pixels = TINY_IMAGE_PIXELS
         image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
         processor = cls._processor_class()(
-            image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            video_processor=None,
             chat_template=tokenizer.chat_template,
         )
         return cls(model, processor)
@@ -187,9 +212,12 @@ class Qwen2VLAdapter(BackboneAdapter):
         )
         inputs = {key: value for key, value in processed.items() if isinstance(value, torch.Tensor)}
         if self.max_length is not None and inputs["input_ids"].shape[1] > self.max_length:
-            logger.warning("prompt of %d tokens exceeds max_length=%d; Qwen2-VL prompts "
-                           "are not truncated (image tokens must stay whole)",
-                           inputs["input_ids"].shape[1], self.max_length)
+            logger.warning(
+                "prompt of %d tokens exceeds max_length=%d; Qwen2-VL prompts "
+                "are not truncated (image tokens must stay whole)",
+                inputs["input_ids"].shape[1],
+                self.max_length,
+            )
         return inputs
 
     def _hf_model(self) -> Any:

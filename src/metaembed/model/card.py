@@ -1,7 +1,8 @@
 """Model card (README.md) written next to a saved MetaEmbed model.
 
 >>> from metaembed.model.config import MetaEmbedConfig
->>> card = render_model_card(MetaEmbedConfig(base_model="Qwen/Qwen2-VL-2B-Instruct", family="qwen2_vl"))
+>>> config = MetaEmbedConfig(base_model="Qwen/Qwen2-VL-2B-Instruct", family="qwen2_vl")
+>>> card = render_model_card(config)
 >>> "| 16x64 |" in card and "library_name: metaembed" in card
 True
 """
@@ -17,7 +18,10 @@ __all__ = ["render_model_card"]
 
 
 def _budget_table(config: MetaEmbedConfig) -> str:
-    lines = ["| budget (r_q x r_c) | query vectors | candidate vectors | trained |", "|---|---|---|---|"]
+    lines = [
+        "| budget (r_q x r_c) | query vectors | candidate vectors | trained |",
+        "|---|---|---|---|",
+    ]
     for group in config.groups:
         lines.append(f"| {group} | {group.r_q} | {group.r_c} | yes |")
     return "\n".join(lines)
@@ -54,7 +58,8 @@ A [MetaEmbed](https://arxiv.org/abs/2509.18095) retrieval model: learnable meta 
 appended to the input of `{base}`; the L2-normalised last-layer hidden states at
 their positions form a nested multi-vector embedding, scored with MaxSim.
 
-- query vectors R_q = {config.num_query_tokens}, candidate vectors R_c = {config.num_candidate_tokens}
+- query vectors R_q = {config.num_query_tokens}, \
+candidate vectors R_c = {config.num_candidate_tokens}
 - meta-token layout: `{config.layout}`, pooling: `{config.pooling}`, embedding dim: {dim}
 - LoRA: {lora} (vision tower included: {config.lora_vision})
 

@@ -1,4 +1,4 @@
-"""MetaEmbedConfig: everything needed to rebuild a MetaEmbed model, saved as JSON next to its weights.
+"""MetaEmbedConfig: all that is needed to rebuild a MetaEmbed model, saved as JSON with its weights.
 
 >>> config = MetaEmbedConfig(base_model="Qwen/Qwen2-VL-2B-Instruct", family="qwen2_vl")
 >>> MetaEmbedConfig.from_json(config.to_json()) == config

@@ -31,7 +31,7 @@ _IMAGE_LENGTH = 10_000
 def vectors_for_budget(
     budget: Budget | str | Sequence[int] | int | None, role: str, max_budget: Budget
 ) -> int:
-    """Number of leading vectors to keep for ``role`` under ``budget``.
+    """Return how many leading vectors to keep for ``role`` under ``budget``.
 
     An ``int`` is the count for this role directly. Raises ``ValueError`` when the
     budget exceeds what the model produces.
@@ -46,7 +46,7 @@ def vectors_for_budget(
 
 
 def length_order(items: Sequence[Item]) -> list[int]:
-    """Indices of ``items`` from longest to shortest (stable), a cheap proxy of token count."""
+    """Return the indices of ``items`` from longest to shortest (stable; a token-count proxy)."""
 
     def length(index: int) -> int:
         item = items[index]

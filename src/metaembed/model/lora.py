@@ -30,7 +30,9 @@ ADAPTER_CONFIG_FILENAME = "adapter_config.json"
 def _quiet_peft() -> Iterator[None]:
     """Silence the FutureWarning peft triggers by reading a property transformers 5 deprecated."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        warnings.filterwarnings(
+            "ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*"
+        )
         yield
 
 

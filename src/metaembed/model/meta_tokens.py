@@ -70,7 +70,9 @@ class MetaTokens(nn.Module):
             chosen = torch.randint(0, embedding_matrix.shape[0], (total,), generator=generator)
             rows = embedding_matrix[chosen]  # (R_q + R_c, hidden)
         else:
-            raise ValueError(f"unknown meta_init {method!r}; use 'embedding_stats' or 'token_embeddings'")
+            raise ValueError(
+                f"unknown meta_init {method!r}; use 'embedding_stats' or 'token_embeddings'"
+            )
         self.weight.copy_(rows.to(self.weight.dtype))
 
     def rows(self, role: str, layout: str = "role") -> torch.Tensor:
@@ -92,4 +94,6 @@ class MetaTokens(nn.Module):
         return slice(0, count)
 
     def extra_repr(self) -> str:
-        return f"R_q={self.num_query_tokens}, R_c={self.num_candidate_tokens}, hidden={self.weight.shape[1]}"
+        """Summary shown by ``repr``."""
+        hidden = self.weight.shape[1]
+        return f"R_q={self.num_query_tokens}, R_c={self.num_candidate_tokens}, hidden={hidden}"

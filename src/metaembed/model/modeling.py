@@ -39,7 +39,9 @@ __all__ = ["MetaEmbedModel", "resolve_device"]
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(device: str | torch.device | None, dtype: torch.dtype | None = None) -> torch.device:
+def resolve_device(
+    device: str | torch.device | None, dtype: torch.dtype | None = None
+) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; warns about half precision on CPU.
 
     >>> resolve_device("cpu")
@@ -88,9 +90,13 @@ class MetaEmbedModel(nn.Module):
     # ---------------------------------------------------------------- building
     @classmethod
     def from_adapter(
-        cls, adapter: BackboneAdapter, config: MetaEmbedConfig | None = None, seed: int = 0, **fields: Any
+        cls,
+        adapter: BackboneAdapter,
+        config: MetaEmbedConfig | None = None,
+        seed: int = 0,
+        **fields: Any,
     ) -> MetaEmbedModel:
-        """A fresh, trainable model: meta tokens initialised, LoRA added when ``lora_r > 0``.
+        """Build a fresh, trainable model: meta tokens initialised, LoRA added if ``lora_r > 0``.
 
         ``fields`` override config fields (``num_query_tokens=4``, ``pooling="last"``...).
         The backbone's own weights are frozen; LoRA, meta tokens and projection train.
@@ -234,11 +240,12 @@ class MetaEmbedModel(nn.Module):
         checked = as_items(items)
         indices = list(range(len(checked))) if item_indices is None else list(item_indices)
         if not self.adapter.supports_images:
-            for index, item in zip(indices, checked):
+            for index, item in zip(indices, checked, strict=True):
                 if item.image is not None:
                     raise ValueError(
                         f"item {index} has an image but family {self.config.family!r} is "
-                        "text-only; use a vision-language family such as 'qwen2_vl' or drop the image"
+                        "text-only; use a vision-language family such as 'qwen2_vl' "
+                        "or drop the image"
                     )
         loaded = load_item_images(checked, indices=indices)
         inputs = self.adapter.build_inputs(loaded, role)
@@ -268,7 +275,9 @@ class MetaEmbedModel(nn.Module):
         config = self.config
         if self.meta_tokens is not None:
             meta_rows = self.meta_tokens.rows(role, config.layout)  # (num_meta, hidden)
-            hidden_states = self.adapter.forward_with_meta(inputs, meta_rows)  # (batch, seq, hidden)
+            hidden_states = self.adapter.forward_with_meta(
+                inputs, meta_rows
+            )  # (batch, seq, hidden)
             read = self.meta_tokens.read_slice(role, config.layout)
             vectors = pool_meta(hidden_states, meta_rows.shape[0], read)  # (batch, R, hidden)
         else:
@@ -279,14 +288,16 @@ class MetaEmbedModel(nn.Module):
             elif config.pooling == "mean":
                 vectors = pool_mean(hidden_states, mask)  # (batch, 1, hidden)
             else:
-                vectors = pool_split(hidden_states, mask, config.num_vectors(role))  # (batch, R, hidden)
+                vectors = pool_split(
+                    hidden_states, mask, config.num_vectors(role)
+                )  # (batch, R, hidden)
         vectors = vectors.float()  # (batch, R, hidden)
         if self.projection is not None:
             vectors = self.projection(vectors)  # (batch, R, dim)
         return F.normalize(vectors, p=2, dim=-1)  # (batch, R, dim)
 
     def forward(self, batch: dict[str, torch.Tensor], role: str) -> torch.Tensor:
-        """Same as :meth:`embed`."""
+        """Run :meth:`embed` (so ``model(batch, role)`` works too)."""
         return self.embed(batch, role)
 
     # --------------------------------------------------------------- encoding
@@ -337,6 +348,7 @@ class MetaEmbedModel(nn.Module):
         return self.encode(items, "candidate", budget, batch_size, show_progress)
 
     def extra_repr(self) -> str:
+        """Summary shown by ``repr(model)``."""
         config = self.config
         return (
             f"family={config.family}, pooling={config.pooling}, R_q={config.num_query_tokens}, "

@@ -81,6 +81,8 @@ def segment_weights(attention_mask: torch.Tensor, num_segments: int) -> torch.Te
 def pool_split(
     hidden_states: torch.Tensor, attention_mask: torch.Tensor, num_segments: int
 ) -> torch.Tensor:
-    """Means of ``num_segments`` even segments of each row's real tokens (paper's split baseline)."""
-    weights = segment_weights(attention_mask, num_segments).to(hidden_states.dtype)  # (batch, R, seq)
+    """Mean of each of ``num_segments`` even segments of the real tokens (split baseline)."""
+    weights = segment_weights(attention_mask, num_segments).to(
+        hidden_states.dtype
+    )  # (batch, R, seq)
     return torch.bmm(weights, hidden_states)  # (batch, R, hidden)

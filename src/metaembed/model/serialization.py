@@ -28,12 +28,23 @@ import torch
 
 from metaembed.model.card import render_model_card
 from metaembed.model.config import CONFIG_FILENAME, MetaEmbedConfig
-from metaembed.model.lora import ADAPTER_CONFIG_FILENAME, base_model_state_dict, is_peft_model, load_lora
+from metaembed.model.lora import (
+    ADAPTER_CONFIG_FILENAME,
+    base_model_state_dict,
+    is_peft_model,
+    load_lora,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaembed.model.modeling import MetaEmbedModel
 
-__all__ = ["save_model", "load_model", "resolve_model_folder", "WEIGHTS_FILENAME", "BASE_MODEL_DIRNAME"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "resolve_model_folder",
+    "WEIGHTS_FILENAME",
+    "BASE_MODEL_DIRNAME",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +74,9 @@ def _write_folder(model: MetaEmbedModel, folder: Path, save_base_model: bool) ->
         model.adapter.save_processor(str(base_folder))
         config = config.replace(base_model=BASE_MODEL_DIRNAME)
     if is_peft_model(model.backbone):
-        model.backbone.save_pretrained(str(folder))  # adapter_config.json + adapter_model.safetensors
+        model.backbone.save_pretrained(
+            str(folder)
+        )  # adapter_config.json + adapter_model.safetensors
     save_file(_own_weights(model), str(folder / WEIGHTS_FILENAME), metadata={"format": "pt"})
     config.save(folder)
     (folder / "README.md").write_text(render_model_card(config), encoding="utf-8")
@@ -124,7 +137,8 @@ def _resolve_base(folder: Path, config: MetaEmbedConfig, override: str | None) -
     base = override or config.base_model
     if base is None:
         raise ValueError(
-            f"{folder / CONFIG_FILENAME} names no base_model; pass base_model=... to from_pretrained"
+            f"{folder / CONFIG_FILENAME} names no base_model; "
+            "pass base_model=... to from_pretrained"
         )
     local = folder / base
     return str(local) if local.exists() else base
@@ -175,7 +189,9 @@ def load_model(
     if (folder / ADAPTER_CONFIG_FILENAME).is_file():
         adapter.model = load_lora(adapter.model, folder, trainable=trainable)
     elif config.lora_r > 0:
-        logger.warning("%s has lora_r=%d but no adapter files; using the bare backbone", folder, config.lora_r)
+        logger.warning(
+            "%s has lora_r=%d but no adapter files; using the bare backbone", folder, config.lora_r
+        )
     model = model_class(adapter, config)
     _load_own_weights(model, folder)
     for parameter in list(model.meta_tokens.parameters() if model.meta_tokens else []) + list(

@@ -22,14 +22,14 @@ def _config_field_names() -> frozenset[str]:
 
 
 def tiny_adapter(family: str, seed: int = 0, **backbone_overrides: Any) -> Any:
-    """A tiny random backbone adapter of ``family`` (no download, deterministic for a seed)."""
+    """Build a tiny random backbone adapter of ``family`` (offline, deterministic for a seed)."""
     from metaembed.backbones.registry import get_adapter_class
 
     return get_adapter_class(family).build_tiny(seed=seed, **backbone_overrides)
 
 
 def tiny_model(family: str = "llama", seed: int = 0, **overrides: Any) -> Any:
-    """A tiny random :class:`~metaembed.MetaEmbedModel` built offline.
+    """Build a tiny random :class:`~metaembed.MetaEmbedModel` offline.
 
     Parameters
     ----------

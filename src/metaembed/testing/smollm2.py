@@ -45,7 +45,7 @@ def smollm2_gguf_path() -> Path:
 
 
 def smollm2_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A Hugging Face folder with SmolLM2-135M-Instruct, converted from GGUF on first use.
+    """Return a Hugging Face folder with SmolLM2-135M-Instruct, converted from GGUF once.
 
     Parameters
     ----------

@@ -93,7 +93,9 @@ def build_tokenizer(vocab_size: int = 512, chat_template: str | None = CHATML_TE
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 300:
-        raise ValueError(f"vocab_size must be >= 300 (256 bytes + special tokens), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be >= 300 (256 bytes + special tokens), got {vocab_size}"
+        )
     backend = Tokenizer.from_str(_train_tokenizer_json(vocab_size))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
