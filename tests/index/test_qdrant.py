@@ -223,7 +223,7 @@ def test_create_and_open_errors(tmp_path, index):
 
 def test_stats_report_storage_per_budget(index):
     stats = index.stats()
-    assert stats["candidates"] == NUM_CANDIDATES and stats["backend"] == "qdrant"
+    assert stats["num_candidates"] == NUM_CANDIDATES and stats["backend"] == "qdrant"
     assert stats["prefix_sizes"] == [1, 4, 8, 16, 64]
     assert stats["stored_vectors_per_candidate"] == 93
     assert stats["bytes_stored"] == NUM_CANDIDATES * 93 * DIM * 4
@@ -231,15 +231,31 @@ def test_stats_report_storage_per_budget(index):
     assert stats["bytes_per_budget"]["1x1"] == NUM_CANDIDATES * DIM * 4
 
 
-@pytest.mark.parametrize("budget", PAPER_GROUPS, ids=str)
-def test_same_results_as_the_embedded_index(tmp_path, index, data, budget):
+@pytest.fixture(scope="module")
+def embedded_indexes(tmp_path_factory, data) -> dict:
+    """The embedded MultiVectorIndex on the same data, once per scoring backend."""
     multivector = pytest.importorskip("metaembed.index.multivector")
-    embedded = multivector.MultiVectorIndex.create(
-        tmp_path / "embedded", dim=DIM, num_vectors=NUM_VECTORS, dtype="float32"
-    )
-    embedded.add(data["ids"].numpy(), data["candidates"])
-    expected = embedded.search(data["queries"], k=K, budget=budget)
+    from metaembed.index.kernels import available_backends
+
+    indexes = {}
+    for backend in available_backends():
+        embedded = multivector.MultiVectorIndex.create(
+            tmp_path_factory.mktemp(backend) / "index",
+            dim=DIM,
+            num_vectors=NUM_VECTORS,
+            dtype="float32",
+            backend=backend,
+        )
+        embedded.add(data["ids"].numpy(), data["candidates"])
+        indexes[backend] = embedded
+    return indexes
+
+
+@pytest.mark.parametrize("budget", PAPER_GROUPS, ids=str)
+def test_same_results_as_the_embedded_index(embedded_indexes, index, data, budget):
     result = index.search(data["queries"], k=K, budget=budget, exact=True)
-    np.testing.assert_array_equal(result.ids, expected.ids)
-    np.testing.assert_allclose(result.scores, expected.scores, atol=1e-4)
-    assert len(embedded) == len(index)
+    for backend, embedded in embedded_indexes.items():
+        expected = embedded.search(data["queries"], k=K, budget=budget)
+        np.testing.assert_array_equal(result.ids, expected.ids, err_msg=backend)
+        np.testing.assert_allclose(result.scores, expected.scores, atol=1e-4, err_msg=backend)
+        assert len(embedded) == len(index)

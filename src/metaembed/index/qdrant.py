@@ -414,7 +414,7 @@ class QdrantIndex(MultiVectorIndexBase):
         return {
             "backend": "qdrant",
             "collection": self.collection,
-            "candidates": num_candidates,
+            "num_candidates": num_candidates,
             "dim": self.dim,
             "num_vectors": self.num_vectors,
             "prefix_sizes": list(self.layout.prefix_sizes),
