@@ -14,16 +14,16 @@ single-mean      mean of tokens   (1, 1)              (1, 1)
 split-RqxRc      segment means    the largest only    the largest
 ===============  ===============  ==================  =======================
 
-Training goes through :func:`metaembed.training.train` when the trainer is
-installed; :func:`train_minimal` (a plain loop over :class:`MMRLoss`, the
-same loss) is used otherwise, and the report says which one ran.
+Training goes through the project's trainer, :func:`metaembed.training.train`
+(MMR loss over the model's groups, in-batch negatives plus one hard negative).
+Each model starts from the same seeded tiny random backbone with LoRA r=32,
+alpha=32 (on a hidden size of 32 that is full rank, so the random backbone is
+effectively trained) and whole-word tokens for the synthetic vocabulary.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,14 +34,13 @@ import torch
 
 from metaembed.budget import Budget
 from metaembed.evaluation.synthetic_tasks import SyntheticConfig, write_synthetic_benchmark
-from metaembed.items import Item
 
 __all__ = [
     "AblationSettings",
     "VARIANTS",
     "variant_config",
     "eval_budgets",
-    "train_minimal",
+    "train_with_trainer",
     "run_ablations",
 ]
 
@@ -66,7 +65,11 @@ class AblationSettings:
     steps, batch_size, learning_rate, temperature : int, int, float, float
         Optimisation (one hard negative per query, in-batch negatives).
     lora_r : int
-        LoRA rank; 0 trains every weight of the (random) tiny backbone.
+        LoRA rank (alpha = r, as in the paper).
+    warmup_steps : int
+        Linear warm-up of the learning rate.
+    word_tokens : bool
+        Add the synthetic vocabulary as whole-word tokens (see :func:`add_word_tokens`).
     seed : int
         Seeds the model, the data order and the synthetic data.
     data : SyntheticConfig
@@ -83,7 +86,9 @@ class AblationSettings:
     batch_size: int = 32
     learning_rate: float = 2e-3
     temperature: float = 0.03
-    lora_r: int = 0
+    lora_r: int = 32
+    warmup_steps: int = 20
+    word_tokens: bool = True
     seed: int = 0
     data: SyntheticConfig = field(
         default_factory=lambda: SyntheticConfig(eval_rows=100, train_examples=1200)
@@ -117,6 +122,7 @@ def variant_config(variant: str, settings: AblationSettings) -> dict[str, Any]:
         "num_query_tokens": settings.num_query_tokens,
         "num_candidate_tokens": settings.num_candidate_tokens,
         "lora_r": settings.lora_r,
+        "lora_alpha": settings.lora_r,
     }
 
 
@@ -129,72 +135,49 @@ def eval_budgets(variant: str, settings: AblationSettings) -> list[Budget]:
     return [Budget(1, 1)]
 
 
-def _train_item(text: str, image: str, root: Path) -> Item:
-    from metaembed.evaluation.mmeb import split_placeholder
+def train_with_trainer(
+    model: Any, train_path: Path, settings: AblationSettings, run_dir: Path
+) -> tuple[Any, list[float]]:
+    """Train ``model`` with :func:`metaembed.training.train`; return the trained model and losses.
 
-    clean, _ = split_placeholder(text)
-    return Item(text=clean, image=root / image if image else None)
-
-
-def train_minimal(
-    model: Any, train_path: Path, settings: AblationSettings, log_every: int = 25
-) -> list[float]:
-    """Train ``model`` in place with :class:`~metaembed.losses.mmr.MMRLoss` over its groups.
-
-    AdamW on the trainable parameters, ``settings.steps`` steps of
-    ``settings.batch_size`` (query, positive, hard negative) triples drawn in a
-    seeded order. Returns the loss of every step.
+    The model is saved to ``run_dir/init`` and trained from there (``init_from``),
+    so the variant's pooling and groups come from its own config. No held-out
+    evaluation or early stopping: every variant runs exactly ``settings.steps``.
     """
-    from metaembed.losses.mmr import MMRLoss
+    from metaembed.model.modeling import MetaEmbedModel
+    from metaembed.training import TrainingConfig, train
 
-    root = train_path.parent
-    rows = [
-        json.loads(line)
-        for line in train_path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    triples = [
-        (
-            _train_item(r["qry"], r["qry_image_path"], root),
-            _train_item(r["pos_text"], r["pos_image_path"], root),
-            _train_item(r["neg_text"], r["neg_image_path"], root),
-        )
-        for r in rows
-    ]
-    loss_fn = MMRLoss(groups=model.config.groups, temperature=settings.temperature)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20))
-    rng = random.Random(settings.seed)
-    order: list[int] = []
-    losses = []
-    model.train()
-    for step in range(settings.steps):
-        if len(order) < settings.batch_size:
-            order += rng.sample(range(len(triples)), len(triples))
-        batch = [triples[i] for i in order[: settings.batch_size]]
-        del order[: settings.batch_size]
-        queries, positives, negatives = (list(part) for part in zip(*batch, strict=True))
-        query_embeddings = model.embed(model.prepare(queries, "query"), "query")  # (B, Rq, D)
-        candidate_embeddings = model.embed(
-            model.prepare(positives + negatives, "candidate"), "candidate"
-        )  # (2B, Rc, D)
-        output = loss_fn(
-            query_embeddings, candidate_embeddings[: len(batch)], candidate_embeddings[len(batch) :]
-        )
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(output.loss.detach()))
-        if step % log_every == 0 or step == settings.steps - 1:
-            logger.info("step %d/%d loss %.4f", step + 1, settings.steps, losses[-1])
-    model.eval()
-    return losses
+    init = run_dir / "init"
+    model.save_pretrained(init)
+    config = TrainingConfig(
+        init_from=str(init),
+        train_data=(str(train_path),),
+        batch_size=settings.batch_size,
+        max_steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        output_dir=str(run_dir / "train"),
+        eval_fraction=0.0,
+        eval_steps=None,
+        save_steps=None,
+        early_stopping_patience=None,
+        resume=False,
+        show_progress=False,
+        logging_steps=25,
+    )
+    result = train(config)
+    if result.final_checkpoint is None:
+        raise RuntimeError(f"training in {run_dir} ended without a final model: {result}")
+    trained = MetaEmbedModel.from_pretrained(result.final_checkpoint)
+    if len(trained.adapter.tokenizer) != len(model.adapter.tokenizer):
+        raise RuntimeError("the saved model lost its word tokens; the tokenizer did not round-trip")
+    losses = [float(record["loss"]) for record in result.history if "loss" in record]
+    return trained.eval(), losses
 
 
-TrainFn = Callable[[Any, Path, AblationSettings], list[float]]
+TrainFn = Callable[[Any, Path, AblationSettings, Path], tuple[Any, list[float]]]
 
 
 def _build_model(variant: str, settings: AblationSettings) -> Any:
@@ -207,10 +190,41 @@ def _build_model(variant: str, settings: AblationSettings) -> Any:
         **variant_config(variant, settings),
         **settings.model_overrides,
     )
-    if settings.lora_r == 0:  # from scratch: every weight of the random backbone learns
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
+    if settings.word_tokens:
+        add_word_tokens(model, synthetic_vocabulary())
     return model
+
+
+def synthetic_vocabulary() -> list[str]:
+    """Every word the synthetic benchmark writes (attributes and instruction words)."""
+    from metaembed.evaluation import synthetic as syn
+
+    words = {*syn.SHAPES, *syn.COLOURS, *syn.SIZES}
+    words |= {word for position in syn.POSITIONS for word in position.split()}
+    return sorted(words)
+
+
+def add_word_tokens(model: Any, words: Sequence[str]) -> int:
+    """Give each word its own token (with its leading space) and grow the embedding matrix.
+
+    The tiny test tokenizer has 512 byte-level pieces, so ``"purple"`` is four
+    tokens a 2-layer model must learn to compose; a real VLM's vocabulary has
+    such words as single tokens. New rows are drawn from a normal with the
+    embedding matrix's mean and standard deviation (seeded by the model's weights).
+    Returns the number of tokens added.
+    """
+    tokenizer = model.adapter.tokenizer
+    added = tokenizer.add_tokens([" " + word for word in words])
+    if added:
+        weight = model.adapter.model.get_input_embeddings().weight.detach()  # (vocab, hidden)
+        mean, std = weight.mean(dim=0), weight.std(dim=0)  # (hidden,)
+        generator = torch.Generator().manual_seed(int(weight.shape[0]))
+        noise = torch.randn(added, weight.shape[1], generator=generator)  # (added, hidden)
+        rows = mean + std * noise  # (added, hidden)
+        model.adapter.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            model.adapter.model.get_input_embeddings().weight[-added:] = rows
+    return added
 
 
 def run_ablations(
@@ -235,18 +249,15 @@ def run_ablations(
     work_dir = Path(work_dir)
     paths = write_synthetic_benchmark(work_dir / "data", settings.data)
     tasks, revision = load_mmeb(paths["eval"])
-    trainer_name = (
-        "metaembed.evaluation.reproduce.train_minimal"
-        if train_fn is None
-        else getattr(train_fn, "__qualname__", str(train_fn))
-    )
-    train_fn = train_fn or train_minimal
+    train_fn = train_fn or train_with_trainer
+    trainer_name = f"{train_fn.__module__}.{train_fn.__qualname__}"
     results: dict[str, Any] = {}
     for variant in variants:
         started = time.perf_counter()
         logger.info("training %s", settings.label(variant))
         model = _build_model(variant, settings)
-        losses = train_fn(model, paths["train"], settings)
+        run_dir = work_dir / settings.label(variant)
+        model, losses = train_fn(model, paths["train"], settings, run_dir)
         trained = time.perf_counter()
         with torch.no_grad():
             sweep = run_mmeb(
