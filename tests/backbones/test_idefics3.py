@@ -140,3 +140,46 @@ def test_save_load_round_trip(model, tmp_path):
                           loaded.encode_candidates(items, show_progress=False), atol=1e-6)
     assert torch.allclose(model.encode_queries(items, show_progress=False),
                           loaded.encode_queries(items, show_progress=False), atol=1e-6)
+
+
+def test_text_prompts_are_truncated_to_max_length(model):
+    adapter = model.adapter
+    adapter.max_length = 4
+    try:
+        inputs = model.prepare(["a long text that has many more than four tokens"], "query")
+    finally:
+        adapter.max_length = model.config.max_length
+    assert inputs["input_ids"].shape == (1, 4 + 3)
+
+
+def test_loads_a_smolvlm_checkpoint_through_the_image_only_processor(tmp_path):
+    """SmolVLM's processor needs torchvision (video); ``load`` falls back to Idefics3's."""
+    import json
+
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    from metaembed.backbones.idefics3 import Idefics3Adapter
+    from metaembed.items import as_items
+    from metaembed.testing import tiny_adapter
+
+    tiny = tiny_adapter("idefics3")
+    settings = tiny.model.config.to_dict()
+    config = SmolVLMConfig(**{key: settings[key] for key in
+                              ("text_config", "vision_config", "scale_factor", "image_token_id")})
+    full = SmolVLMForConditionalGeneration(config)
+    full.model.load_state_dict(tiny.model.state_dict())
+    full.save_pretrained(tmp_path)
+    tiny.processor.save_pretrained(tmp_path)
+    for name in ("processor_config.json", "tokenizer_config.json"):  # as a SmolVLM folder has it
+        path = tmp_path / name
+        text = path.read_text().replace("Idefics3Processor", "SmolVLMProcessor")
+        path.write_text(text.replace("Idefics3ImageProcessor", "SmolVLMImageProcessor"))
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "smolvlm"
+    loaded = Idefics3Adapter.load(str(tmp_path))
+    assert type(loaded.model).__name__ == "SmolVLMModel"
+    items = as_items(_items())
+    expected_inputs, inputs = tiny.build_inputs(items, "query"), loaded.build_inputs(items, "query")
+    assert all(torch.equal(expected_inputs[key], inputs[key]) for key in expected_inputs)
+    with torch.no_grad():
+        expected = tiny.forward_with_meta(expected_inputs, None)  # (batch, seq, hidden)
+        assert torch.equal(loaded.forward_with_meta(inputs, None), expected)

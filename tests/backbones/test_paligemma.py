@@ -136,3 +136,41 @@ def test_save_load_round_trip(model, tmp_path):
     assert loaded.adapter.family == "paligemma"
     assert torch.allclose(model.encode_candidates(items, show_progress=False),
                           loaded.encode_candidates(items, show_progress=False), atol=1e-6)
+
+
+def test_text_prompts_are_truncated_to_max_length_and_huge_images_resized(model, tmp_path):
+    adapter = model.adapter
+    adapter.max_length = 4
+    try:
+        inputs = model.prepare(["a long text that has many more than four tokens"], "query")
+    finally:
+        adapter.max_length = model.config.max_length
+    assert inputs["input_ids"].shape == (1, 4 + 3)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (3000, 2000), (1, 2, 3)).save(huge)
+    inputs = model.prepare([huge], "candidate")
+    assert inputs["pixel_values"].shape == (1, 3, 56, 56)
+    assert model.encode_candidates([huge], show_progress=False).shape == (1, 5, 32)
+
+
+def test_loads_a_hub_style_checkpoint_headless(tmp_path):
+    """Hub checkpoints hold ``ForConditionalGeneration``; ``load`` keeps the headless model."""
+    from transformers import PaliGemmaForConditionalGeneration
+
+    from metaembed.backbones.paligemma import PaliGemmaAdapter
+    from metaembed.items import as_items
+    from metaembed.testing import tiny_adapter
+
+    tiny = tiny_adapter("paligemma")
+    full = PaliGemmaForConditionalGeneration(tiny.model.config)
+    full.model.load_state_dict(tiny.model.state_dict())
+    full.save_pretrained(tmp_path)
+    tiny.processor.save_pretrained(tmp_path)
+    loaded = PaliGemmaAdapter.load(str(tmp_path))
+    assert type(loaded.model).__name__ == "PaliGemmaModel"
+    items = as_items(_items())
+    expected_inputs, inputs = tiny.build_inputs(items, "query"), loaded.build_inputs(items, "query")
+    assert all(torch.equal(expected_inputs[key], inputs[key]) for key in expected_inputs)
+    with torch.no_grad():
+        expected = tiny.forward_with_meta(expected_inputs, None)  # (batch, seq, hidden)
+        assert torch.equal(loaded.forward_with_meta(inputs, None), expected)
