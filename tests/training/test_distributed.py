@@ -1,0 +1,86 @@
+"""Data parallelism equals one process on the concatenated batch (gloo on CPU, 2 processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config
+
+from metaembed.losses.mmr import MMRLoss
+from metaembed.training.checkpoint import STATE_FILE
+from metaembed.training.collator import shard_bounds
+from metaembed.training.distributed import gather_with_grad
+from metaembed.training.trainer import train
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = (3, 2)  # uneven shards: 5 queries in all
+
+
+def _tensors():
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.nn.functional.normalize(torch.randn(5, 2, 8, generator=generator), dim=-1)
+    positives = torch.nn.functional.normalize(torch.randn(5, 4, 8, generator=generator), dim=-1)
+    negatives = torch.nn.functional.normalize(torch.randn(5, 4, 8, generator=generator), dim=-1)
+    return queries, positives, negatives
+
+
+def _rank_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    start, stop = shard_bounds(sum(SIZES), rank, world_size)
+    queries, positives, negatives = (t[start:stop].clone().requires_grad_(True) for t in _tensors())
+    gathered, offset = gather_with_grad(positives)
+    output = MMRLoss(groups=["1x1", "2x4"])(queries, gathered, negatives, offset)
+    (output.loss * world_size * (stop - start) / sum(SIZES)).backward()
+    torch.save({"offset": offset, "loss": output.loss.detach(), "grads": [queries.grad, positives.grad,
+               negatives.grad]}, Path(out_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_gathered_loss_gradients_equal_the_full_batch(tmp_path):
+    torch.multiprocessing.spawn(_rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    queries, positives, negatives = (t.clone().requires_grad_(True) for t in _tensors())
+    full = MMRLoss(groups=["1x1", "2x4"])(queries, positives, negatives)
+    full.loss.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["offset"] for r in ranks] == [0, 3]
+    mean_loss = sum(r["loss"] * size for r, size in zip(ranks, SIZES)) / sum(SIZES)
+    torch.testing.assert_close(mean_loss, full.loss.detach())
+    for index, tensor in enumerate((queries, positives, negatives)):
+        # each rank's gradient is its rows of the full-batch gradient, times world size (averaged later)
+        stitched = torch.cat([r["grads"][index] for r in ranks]) / 2
+        torch.testing.assert_close(stitched, tensor.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_two_process_training_equals_one_process(tmp_path):
+    common = dict(max_steps=2, batch_size=7, eval_steps=2, save_steps=2, lora_dropout=0.0)
+    config = tiny_config(tmp_path / "ddp", chunk_size=2, **common)  # shards of 4 and 3, GradCache on
+    config_file = tmp_path / "ddp.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "metaembed_cli.main", "train", str(config_file),
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    single = train(tiny_config(tmp_path / "one", chunk_size=0, **common))
+    both = torch.load(tmp_path / "ddp/checkpoint-000002" / STATE_FILE, weights_only=False)["model"]
+    alone = torch.load(tmp_path / "one/checkpoint-000002" / STATE_FILE, weights_only=False)["model"]
+    assert both.keys() == alone.keys()
+    for name in alone:
+        # AdamW moves every weight by about lr (1e-3) whatever its gradient's size, so float noise
+        # on near-zero gradients shows up as ~1e-6 differences: 1% of lr is the tolerance.
+        torch.testing.assert_close(both[name], alone[name], rtol=1e-4, atol=1e-5, msg=name)
+    import json
+
+    history = json.loads((tmp_path / "ddp/checkpoint-000002/trainer_state.json").read_text())["history"]
+    ddp_losses = [r["loss"] for r in history if "loss" in r]
+    assert ddp_losses == pytest.approx([r["loss"] for r in single.history if "loss" in r], rel=1e-5)
+    assert "trained 2 steps" in completed.stdout
