@@ -172,11 +172,13 @@ class Idefics3Adapter(BackboneAdapter):
         prompts = [self._prompt(item, role) for item in items]
         images = [item.image for item in items if item.image is not None]
         truncate = self.max_length is not None and not images  # image tokens must stay whole
+        templated = any(self._has_chat_template(o) for o in (self.processor, self.tokenizer))
         processed = self.processor(
             text=prompts,
             images=images or None,
             padding=True,
             padding_side="left",
+            add_special_tokens=not templated,  # a chat template writes any BOS itself
             truncation=truncate,
             max_length=self.max_length if truncate else None,
             return_tensors="pt",
