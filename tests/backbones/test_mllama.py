@@ -94,6 +94,20 @@ def test_batch_size_padding_images_and_budgets(model):
     assert model.encode_queries(["text only", "more text"], show_progress=False).shape == (2, 3, 32)
 
 
+def test_paper_layout_reads_first_rq_and_last_rc():
+    model = tiny_model("mllama", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"],
+                       layout="paper")
+    items = [Item(text="red", image=Image.new("RGB", (56, 56), (200, 0, 0))), "text only"]
+    inputs = model.prepare(items, "query")
+    assert inputs["input_ids"].shape == model.prepare(items, "candidate")["input_ids"].shape
+    with torch.no_grad():
+        hidden = model.adapter.forward_with_meta(inputs, model.meta_tokens.weight)  # (2, seq, h)
+        query = model.embed(inputs, "query")
+        candidate = model.embed(inputs, "candidate")
+    assert torch.allclose(query, F.normalize(hidden[:, -5:-3], dim=-1), atol=1e-6)
+    assert torch.allclose(candidate, F.normalize(hidden[:, -3:], dim=-1), atol=1e-6)
+
+
 def test_checkpointed_backward_reaches_every_lora_tensor_and_the_meta_tokens():
     model = tiny_model("mllama", num_query_tokens=2, num_candidate_tokens=4, groups=["2x4"])
     with torch.no_grad():  # LoRA B starts at zero, which would zero every lora_A gradient
