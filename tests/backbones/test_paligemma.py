@@ -117,6 +117,22 @@ def test_paper_layout_reads_first_rq_and_last_rc():
     assert torch.allclose(candidate, F.normalize(hidden[:, -3:], dim=-1), atol=1e-6)
 
 
+def test_paligemma2_with_gemma2_sliding_window():
+    model = tiny_model("paligemma", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"],
+                       text_config={"model_type": "gemma2", "sliding_window": 8})
+    assert type(model.backbone.get_base_model().language_model).__name__ == "Gemma2Model"
+    items = _items()
+    full = model.encode_candidates(items, batch_size=4, show_progress=False)
+    assert torch.allclose(full, model.encode_candidates(items, batch_size=1, show_progress=False),
+                          atol=1e-6)
+    inputs = model.prepare(["a red bicycle leans against a wall"], "candidate")
+    rows = model.meta_tokens.rows("candidate")  # (3, hidden)
+    with torch.no_grad():
+        hidden = model.adapter.forward_with_meta(inputs, rows)  # (1, seq, hidden)
+        hidden_changed = model.adapter.forward_with_meta(inputs, rows + 1.0)
+    assert torch.equal(hidden[:, :-3], hidden_changed[:, :-3])  # the prefix never sees them
+
+
 def test_checkpointed_backward_reaches_every_lora_tensor_and_the_meta_tokens():
     model = tiny_model("paligemma", num_query_tokens=2, num_candidate_tokens=4, groups=["2x4"])
     with torch.no_grad():  # LoRA B starts at zero, which would zero every lora_A gradient
