@@ -8,14 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
+from metaembed.backbones.registry import available_families
 from metaembed.items import Item
 from metaembed.testing import tiny_model
 from metaembed.testing.tokenizer import build_tokenizer
 
 FAMILIES = ["llama", "qwen2_vl", "qwen2_5_vl"]
+ALL_FAMILIES = available_families()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_deterministic_for_a_seed_and_different_across_seeds(family):
     small = dict(num_query_tokens=2, num_candidate_tokens=4, groups=["2x4"])
     first = tiny_model(family, seed=1, **small).encode_queries(["hello"], show_progress=False)
