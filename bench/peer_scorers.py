@@ -21,14 +21,23 @@ K = 10
 PYLATE_BLOCK_ELEMENTS = 1 << 26  # float32 elements of one PyLate similarity block (256 MiB)
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Best wall time of ``repeats`` calls after a warm-up, and the last call's result."""
-    result = fn()  # warm-up
-    best = float("inf")
+def best_seconds(
+    fn: Callable[[], object], repeats: int, time_cap: float = 20.0
+) -> tuple[float, object]:
+    """Best wall time of up to ``repeats`` calls after a warm-up, and the last call's result.
+
+    Repeats stop once ``time_cap`` seconds were spent timing (at least one timed
+    call), so a scorer that takes a minute per call is not run ten times.
+    """
+    result = fn()  # warm-up (numba compiles, caches fill)
+    best, spent = float("inf"), 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent > time_cap:
+            break
     return best, result
 
 

@@ -64,23 +64,28 @@ RESULTS = Path(__file__).parent / "results"
 # ---------------------------------------------------------- metaembed index
 
 
-def build_metaembed_indexes(candidates: torch.Tensor, workdir: Path) -> dict[str, object]:
-    """MultiVectorIndex per dtype, or {} if the embedded index is not there yet."""
+def build_metaembed_indexes(args, candidates: torch.Tensor, workdir: Path) -> dict[str, object]:
+    """MultiVectorIndex per dtype and backend, or {} if the embedded index is not there yet."""
     try:
         from metaembed.index.multivector import MultiVectorIndex
     except ImportError:
         print("metaembed.index.multivector not available: timing metaembed.maxsim only")
         return {}
     indexes = {}
-    for dtype in ("float16", "float32"):
+    for dtype in args.index_dtypes:
         try:
+            start = time.perf_counter()
             index = MultiVectorIndex.create(
                 workdir / dtype, dim=candidates.shape[2], num_vectors=64, dtype=dtype
             )
             index.add(np.arange(candidates.shape[0]), candidates)
-            indexes[f"metaembed.index[{dtype}]"] = index
+            print(f"built MultiVectorIndex[{dtype}] in {time.perf_counter() - start:.1f} s")
         except Exception:  # a benchmark reports, it does not stop
             traceback.print_exc()
+            continue
+        for backend in args.index_backends:
+            opened = MultiVectorIndex.open(workdir / dtype, verify=False, backend=backend)
+            indexes[f"metaembed.index[{dtype},{backend}]"] = opened
     return indexes
 
 
@@ -94,7 +99,7 @@ def scorers_for(args, indexes: dict, pylate_scores, colpali_scores) -> dict[str,
         scorers[name] = lambda q, c, b, index=index: index.search(q, k=K, budget=b).ids
     scorers["metaembed.maxsim"] = lambda q, c, b: top_ids(maxsim(q[:, : b.r_q], c))
     scorers["pylate"] = lambda q, c, b: pylate_search(pylate_scores, q[:, : b.r_q].contiguous(), c)
-    for batch_size in (128, 1024):
+    for batch_size in args.colpali_batch_sizes:
         scorers[f"colpali[bs={batch_size}]"] = lambda q, c, b, bs=batch_size: colpali_search(
             colpali_scores, q[:, : b.r_q].contiguous(), c, bs
         )
@@ -129,7 +134,7 @@ def time_dim(args, dim: int, num_candidates: int, loaders: tuple) -> list[dict]:
     candidates = torch.nn.functional.normalize(candidates, dim=-1)  # (N, 64, D) float32
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
-        indexes = build_metaembed_indexes(candidates, Path(workdir))
+        indexes = build_metaembed_indexes(args, candidates, Path(workdir))
         scorers = scorers_for(args, indexes, *loaders)
         for num_queries in args.queries:
             queries = torch.randn(num_queries, 16, dim, generator=generator)
@@ -255,12 +260,12 @@ def print_rows(rows: list[dict]) -> None:
         if row.get("status") != "ok":
             print(
                 f"{row['dim']:>5} {row['candidates']:>7} {row['queries']:>3} {row['budget']:>6} "
-                f"{row['scorer']:<26} {row['status']}"
+                f"{row['scorer']:<32} {row['status']}"
             )
             continue
         print(
             f"{row['dim']:>5} {row['candidates']:>7} {row['queries']:>3} {row['budget']:>6} "
-            f"{row['scorer']:<26} {1e3 * row['seconds'] / row['queries']:>10.2f} "
+            f"{row['scorer']:<32} {1e3 * row['seconds'] / row['queries']:>10.2f} "
             f"{row['top10_agreement']:>6.2f}",
             flush=True,
         )
@@ -268,7 +273,7 @@ def print_rows(rows: list[dict]) -> None:
 
 def print_summary(rows: list[dict]) -> None:
     header = (
-        f"{'D':>5} {'N':>7} {'Nq':>3} {'budget':>6} {'scorer':<26} "
+        f"{'D':>5} {'N':>7} {'Nq':>3} {'budget':>6} {'scorer':<32} "
         f"{'ms/query':>10} {'x meta':>7} {'top10':>6}"
     )
     print("\n" + header + "\n" + "-" * len(header))
@@ -276,13 +281,13 @@ def print_summary(rows: list[dict]) -> None:
         if row.get("status") != "ok":
             print(
                 f"{row['dim']:>5} {row['candidates']:>7} {row['queries']:>3} {row['budget']:>6} "
-                f"{row['scorer']:<26} {row['status']}"
+                f"{row['scorer']:<32} {row['status']}"
             )
             continue
         ratio = row.get("ratio_to_metaembed")
         print(
             f"{row['dim']:>5} {row['candidates']:>7} {row['queries']:>3} {row['budget']:>6} "
-            f"{row['scorer']:<26} {row['ms_per_query']:>10.2f} {ratio:>7.2f} "
+            f"{row['scorer']:<32} {row['ms_per_query']:>10.2f} {ratio:>7.2f} "
             f"{row['top10_agreement']:>6.2f}"
         )
 
@@ -299,6 +304,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--qdrant-candidates", type=int, default=2000)
     parser.add_argument("--qdrant-edge-candidates", type=int, default=20_000)
+    parser.add_argument("--index-dtypes", nargs="+", default=["float16", "float32"])
+    parser.add_argument("--index-backends", nargs="+", default=["auto"], help="auto, numba, torch")
+    parser.add_argument("--colpali-batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--workdir", default=None, help="folder for the temporary metaembed index")
     parser.add_argument("--output", default=str(RESULTS / "peers.json"))
     args = parser.parse_args()
