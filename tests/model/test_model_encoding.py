@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -95,3 +97,16 @@ def _png(tmp_path):
     path = tmp_path / "ok.png"
     Image.new("RGB", (8, 8)).save(path)
     return path
+
+
+def test_prefetch_gives_the_same_result_and_errors(tiny_llama):
+    from metaembed.items import as_items
+    from metaembed.model.encoding import encode_in_batches
+
+    items = as_items(TEXTS)
+    plain = encode_in_batches(tiny_llama, items, "query", 4, batch_size=2, prefetch=False)
+    prefetched = encode_in_batches(tiny_llama, items, "query", 4, batch_size=2, prefetch=True)
+    assert torch.equal(plain, prefetched)
+    bad = as_items(["fine", "also fine", Item(text="x", image=Path("/no/such.png"))])
+    with pytest.raises(ValueError, match="item 2 has an image"):
+        encode_in_batches(tiny_llama, bad, "query", 4, batch_size=1, prefetch=True)

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import torch
@@ -63,6 +64,35 @@ def _progress(total: int, show_progress: bool, role: str):  # noqa: ANN202 - tqd
     return tqdm(total=total, desc=f"encoding {role}s", unit="item", disable=not enabled)
 
 
+def _prepared_batches(
+    model: MetaEmbedModel,
+    items: Sequence[Item],
+    role: str,
+    batches: list[list[int]],
+    prefetch: bool,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Yield ``(indices, prepared batch)`` pairs in order.
+
+    With ``prefetch`` the next batch is processed in a background thread while the
+    current one runs on the model.
+    """
+
+    def prepare(indices: list[int]) -> dict[str, torch.Tensor]:
+        return model.prepare([items[i] for i in indices], role, indices)
+
+    if not prefetch:
+        for indices in batches:
+            yield indices, prepare(indices)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="metaembed-prepare") as pool:
+        pending = pool.submit(prepare, batches[0]) if batches else None
+        for position, indices in enumerate(batches):
+            batch = pending.result()
+            if position + 1 < len(batches):
+                pending = pool.submit(prepare, batches[position + 1])
+            yield indices, batch
+
+
 def encode_in_batches(
     model: MetaEmbedModel,
     items: Sequence[Item],
@@ -70,26 +100,30 @@ def encode_in_batches(
     count: int,
     batch_size: int = 16,
     show_progress: bool = True,
+    prefetch: bool | None = None,
 ) -> torch.Tensor:
     """Encode ``items`` longest first in batches; return ``(N, count, dim)`` float32 on CPU.
 
     Sorting by length keeps padding small; the output is put back in input order.
     The model is put in eval mode for the call and restored afterwards.
+    ``prefetch`` (default: on when the model is on a GPU) processes the next
+    batch (tokenising, image resizing) in a background thread meanwhile.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if prefetch is None:
+        prefetch = model.device.type != "cpu"
     order = length_order(items)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     chunks: list[torch.Tensor] = []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _progress(len(items), show_progress, role) as bar:
-            for start in range(0, len(order), batch_size):
-                batch_indices = order[start : start + batch_size]
-                batch = model.prepare([items[i] for i in batch_indices], role, batch_indices)
+            for indices, batch in _prepared_batches(model, items, role, batches, prefetch):
                 embeddings = model.embed(batch, role)  # (batch, R, dim)
                 chunks.append(embeddings[:, :count].cpu())  # (batch, count, dim)
-                bar.update(len(batch_indices))
+                bar.update(len(indices))
     finally:
         model.train(was_training)
     if not chunks:
