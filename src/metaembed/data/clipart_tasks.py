@@ -33,6 +33,7 @@ Design choices
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections import Counter
@@ -53,6 +54,8 @@ __all__ = [
     "normalise_title",
     "split_images",
 ]
+
+logger = logging.getLogger(__name__)
 
 TASK_NAMES = ("t2i-title", "t2i-keywords", "t2i-description", "i2t-title", "classification")
 """All tasks, in table order."""
@@ -81,6 +84,10 @@ def normalise_title(title: str) -> str:
 def category_label(category: str) -> str:
     """Readable category name: folder name with ``_`` as spaces."""
     return category.replace("_", " ")
+
+
+class EmptyTaskError(ValueError):
+    """A task has no queries or no candidates."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ class RetrievalTask:
         ):
             raise ValueError(f"task {self.name!r}: ids and items have different lengths")
         if not self.queries or not self.candidates:
-            raise ValueError(
+            raise EmptyTaskError(
                 f"task {self.name!r} has no queries or no candidates; use more held-out images"
             )
 
@@ -237,6 +244,8 @@ def build_tasks(
     """Build the named tasks over ``images`` (usually the held-out split).
 
     ``categories`` are the classification candidates (default: those of ``images``).
+    A task left without queries (e.g. no held-out image has a description) is
+    skipped with a warning.
     """
     unknown = sorted(set(names) - set(TASK_NAMES))
     if unknown:
@@ -249,10 +258,13 @@ def build_tasks(
     }
     tasks: dict[str, RetrievalTask] = {}
     for name in names:
-        if name in text_of:
-            tasks[name] = _text_to_image(name, images, text_of[name])
-        elif name == "i2t-title":
-            tasks[name] = _image_to_title(images)
-        else:
-            tasks[name] = _classification(images, categories)
+        try:
+            if name in text_of:
+                tasks[name] = _text_to_image(name, images, text_of[name])
+            elif name == "i2t-title":
+                tasks[name] = _image_to_title(images)
+            else:
+                tasks[name] = _classification(images, categories)
+        except EmptyTaskError as error:
+            logger.warning("skipping task %s: %s", name, error)
     return tasks

@@ -76,8 +76,14 @@ def training_pairs(images: Sequence[ClipartImage]) -> list[TrainingPair]:
     return pairs
 
 
-def _fill_batches(pairs: list[TrainingPair], batch_size: int) -> list[list[TrainingPair]]:
-    """Greedy: put each pair in the first open batch that has no pair with the same key."""
+def _fill_batches(
+    pairs: list[TrainingPair], batch_size: int, min_size: int
+) -> list[list[TrainingPair]]:
+    """Greedy: put each pair in the first open batch that has no pair with the same key.
+
+    Left-over batches smaller than ``min_size`` are dropped (few in-batch negatives, and
+    a step costs about as much as a full one).
+    """
     batches: list[list[TrainingPair]] = []
     keys: list[set[str]] = []
     for pair in pairs:
@@ -89,7 +95,7 @@ def _fill_batches(pairs: list[TrainingPair], batch_size: int) -> list[list[Train
         else:
             batches.append([pair])
             keys.append({pair.key})
-    return [batch for batch in batches if len(batch) >= 2]
+    return [batch for batch in batches if len(batch) >= min_size]
 
 
 def task_batches(
@@ -98,13 +104,14 @@ def task_batches(
     seed: int = 0,
     epochs: int = 1,
     task_fractions: Mapping[str, float] | None = None,
+    min_batch_size: int = 2,
 ) -> Iterator[list[TrainingPair]]:
     """Yield single-task batches with distinct keys, shuffled with ``seed``, for ``epochs`` passes.
 
     Classification batches are capped at the number of categories (distinct keys).
     ``task_fractions`` keeps a random fraction of a task's pairs in each epoch
     (e.g. ``{"classification": 0.3}``: its small batches would otherwise be
-    half of all steps).
+    half of all steps). Batches smaller than ``min_batch_size`` are dropped.
     """
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
@@ -119,7 +126,7 @@ def task_batches(
             rng.shuffle(shuffled)
             fraction = (task_fractions or {}).get(task, 1.0)
             shuffled = shuffled[: max(2, round(fraction * len(shuffled)))]
-            batches.extend(_fill_batches(shuffled, batch_size))
+            batches.extend(_fill_batches(shuffled, batch_size, max(2, min_batch_size)))
         rng.shuffle(batches)
         yield from batches
 

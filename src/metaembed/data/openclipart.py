@@ -120,8 +120,18 @@ class ClipartImage:
 
 
 def _clean(fragment: str) -> str:
-    """Strip tags, unescape entities and collapse whitespace."""
-    return " ".join(html.unescape(_TAG.sub(" ", fragment)).split())
+    """Strip tags, unescape entities (twice-escaped ones too), repair UTF-8 read as Latin-1.
+
+    >>> _clean("L&amp;Atilde;&amp;copy;zard <b>vert</b>")
+    'Lézard vert'
+    """
+    text = html.unescape(html.unescape(_TAG.sub(" ", fragment)))
+    if "Ã" in text or "Â" in text:
+        try:
+            text = text.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    return " ".join(text.split())
 
 
 def parse_svg_metadata(svg_text: str) -> tuple[str, tuple[str, ...], str]:

@@ -1,0 +1,9 @@
+"""The offline demo: a real small MetaEmbed model on openclipart, its baselines and the budget sweep.
+
+Library functions only (they return results and never print); ``metaembed demo``
+in :mod:`metaembed_cli.demo` prints them.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,114 @@
+"""The demo end to end on a synthetic clipart tree: train a tiny composite model, fit the baseline,
+run the budget sweep through the index, write the JSON and the plot, and print through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from metaembed.demo.report import PLOT_FILENAME, RESULTS_FILENAME, format_table, write_outputs
+from metaembed.demo.runner import DemoSettings, run_demo
+from metaembed.demo.training import DemoTrainingConfig, fit_demo_baseline, train_from_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import write_clipart_tree
+
+    folder = tmp_path_factory.mktemp("demo")
+    root = write_clipart_tree(folder / "openclipart")
+    config = DemoTrainingConfig(
+        base_model="tiny-cnn+tiny-llama;grid=2",
+        output_dir=str(folder / "model"),
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=("1x1", "2x4"),
+        lora_r=4,
+        lora_alpha=4,
+        batch_size=3,
+        min_batch_size=2,
+        max_steps=3,
+        checkpoint_every=2,
+        heldout_size=4,
+        max_train_images=None,
+        openclipart_root=str(root),
+        data_cache=str(folder / "cache"),
+    )
+    result = train_from_config(config)
+    fit_demo_baseline(config)
+    return folder, config, result
+
+
+def test_training_runs_checkpoints_and_records_the_split(trained):
+    folder, config, result = trained
+    assert result.steps == 3 and len(result.history) == 3
+    assert all(math.isfinite(record["loss"]) and "loss_2x4" in record for record in result.history)
+    saved = json.loads((folder / "model" / "demo_training.json").read_text())
+    assert saved["steps_done"] == 3 and saved["heldout_size"] == 4
+    assert (folder / "model" / "baseline_linear_map.safetensors").is_file()
+
+
+def test_demo_sweeps_every_trained_budget_plus_the_baseline(trained, tmp_path):
+    folder, config, _ = trained
+    settings = DemoSettings(
+        model_dir=config.output_dir,
+        openclipart_root=config.openclipart_root,
+        data_cache=config.data_cache,
+        work_dir=str(tmp_path / "work"),
+        show_progress=False,
+    )
+    result = run_demo(settings)
+    assert [(row["model"], row["budget"]) for row in result.rows] == [
+        ("MetaEmbed", "1x1"),
+        ("MetaEmbed", "2x4"),
+        ("baseline: MiniLM + EfficientNet linear map", "1x1"),
+    ]
+    for row in result.rows:
+        for metric in ("recall@1", "recall@10", "ndcg@10", "classification_accuracy"):
+            assert 0.0 <= row[metric] <= 1.0
+        assert row["latency_ms_per_query"] > 0
+    small, large = result.rows[0], result.rows[1]
+    assert large["scoring_flops"] == 8 * small["scoring_flops"]  # 2x4 vs 1x1, same N and D
+    images, dim = 4, 32  # held-out images, tiny LM width; the index stores float16
+    assert large["index_bytes"] - small["index_bytes"] == images * (4 - 1) * dim * 2
+    # 4 held-out images: recall@10 of image retrieval is 1 whatever the model
+    assert large["per_task"]["t2i-title"]["recall@10"] == pytest.approx(1.0)
+    assert result.examples and len(result.examples[0]["top"]) == 3
+    paths = write_outputs(result, tmp_path / "out")
+    written = json.loads(paths["results"].read_text())
+    assert (
+        written["rows"][1]["budget"] == "2x4" and "| MetaEmbed | 2x4 |" in written["table_markdown"]
+    )
+    assert paths["plot"].name == PLOT_FILENAME and paths["plot"].read_bytes()[:4] == b"\x89PNG"
+    assert "| baseline: MiniLM + EfficientNet linear map | 1x1 |" in format_table(result.rows)
+
+
+def test_cli_prints_the_table_and_writes_outputs(trained, tmp_path, capsys, monkeypatch):
+    from metaembed_cli.main import main
+
+    folder, config, _ = trained
+    monkeypatch.setenv("METAEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(
+        [
+            "demo",
+            "--model", config.output_dir,
+            "--openclipart-root", config.openclipart_root,
+            "--cache", str(folder / "cli-cache"),
+            "--output", str(tmp_path / "out"),
+            "--examples", "2",
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| MetaEmbed | 2x4 |" in printed and "example searches" in printed
+    assert (tmp_path / "out" / RESULTS_FILENAME).is_file()
+
+
+def test_cli_names_the_install_command_when_clipart_is_missing(tmp_path, capsys):
+    from metaembed_cli.main import main
+
+    code = main(["demo", "--no-install", "--openclipart-root", str(tmp_path / "nowhere")])
+    assert code == 2
+    assert "apt-get install -y openclipart-png openclipart-svg" in capsys.readouterr().err
