@@ -121,7 +121,7 @@ def test_bad_queries_are_rejected(index, data):
     nan_query[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         index.search(nan_query)
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
         index.search(data["queries"], k=0)
 
 
@@ -134,7 +134,7 @@ def test_bad_candidates_are_rejected(empty_index):
     good = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
     with pytest.raises(ValueError, match="dim 6 but 8"):
         empty_index.add([1, 2], torch.randn(2, 4, 6))
-    with pytest.raises(ValueError, match="3 vectors per item .* stores 4"):
+    with pytest.raises(ValueError, match="3 vectors per candidate but the index stores 4"):
         empty_index.add([1, 2], good[:, :3])
     for bad_value in (float("nan"), float("inf")):
         broken = good.clone()
@@ -143,7 +143,7 @@ def test_bad_candidates_are_rejected(empty_index):
             empty_index.add([1, 2], broken)
     zero = good.clone()
     zero[1, 3] = 0.0
-    with pytest.raises(ValueError, match=r"candidate_embeddings\[1\] has an all-zero vector"):
+    with pytest.raises(ValueError, match="candidate 1 vector 3 is all zeros"):
         empty_index.add([1, 2], zero)
     with pytest.raises(ValueError, match="must be >= 0"):
         empty_index.add([-1, 2], good)
@@ -151,7 +151,7 @@ def test_bad_candidates_are_rejected(empty_index):
         empty_index.add([1, 1], good)
     with pytest.raises(ValueError, match="2 ids but 3"):
         empty_index.add([1, 2], torch.cat([good, good[:1]]))
-    with pytest.raises(ValueError, match="1 metadata dicts for 2 ids"):
+    with pytest.raises(ValueError, match="1 metadata entries for 2 ids"):
         empty_index.add([1, 2], good, metadata=[{}])
     assert len(empty_index) == 0
 
@@ -188,6 +188,32 @@ def test_delete_removes_candidates_from_results(data):
     )
     assert not np.isin(after.ids, removed).any()
     assert deletable.metadata([data["ids"][5].item(), int(removed[0])]) == [{"row": 5}, None]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_metadata_filter_restricts_prefetch_and_rerank(data, exact):
+    from qdrant_client import models
+
+    filtered = QdrantIndex.create(":memory:", dim=DIM, num_vectors=NUM_VECTORS, prefetch_limit=12)
+    parity = [{"even": i % 2 == 0} for i in range(NUM_CANDIDATES)]
+    filtered.add(data["ids"], data["candidates"], metadata=parity)
+    only_even = models.Filter(
+        must=[models.FieldCondition(key="even", match=models.MatchValue(value=True))]
+    )
+    budget, even = Budget(4, 8), slice(0, NUM_CANDIDATES, 2)
+    even_data = {**data, "ids": data["ids"][even], "candidates": data["candidates"][even]}
+    result = filtered.search(
+        data["queries"], k=K, budget=budget, exact=exact, query_filter=only_even
+    )
+    if exact:
+        np.testing.assert_array_equal(result.ids, _reference(even_data, budget)[0])
+    else:  # the top K'=12 even candidates by first vector, reranked
+        first_scores = maxsim(data["queries"], even_data["candidates"], Budget(1, 1))  # (Nq, N/2)
+        full_scores = maxsim(data["queries"], even_data["candidates"], budget)  # (Nq, N/2)
+        for row in range(NUM_QUERIES):
+            shortlist = first_scores[row].topk(12).indices  # (K',)
+            best = shortlist[full_scores[row, shortlist].topk(K).indices]  # (K,)
+            np.testing.assert_array_equal(result.ids[row], even_data["ids"][best].numpy())
 
 
 def test_folder_collection_persists_and_reopens(tmp_path, data):

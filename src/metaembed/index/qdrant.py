@@ -31,6 +31,7 @@ import torch
 from metaembed.budget import Budget
 from metaembed.index.base import EMPTY_ID, EMPTY_SCORE, MultiVectorIndexBase, SearchResult
 from metaembed.index.qdrant_layout import FIRST_VECTOR, QdrantLayout, default_prefix_sizes
+from metaembed.index.validation import check_candidates, check_ids, check_k, check_metadata
 from metaembed.maxsim import as_float_tensor, check_embeddings
 
 __all__ = ["QdrantIndex"]
@@ -76,24 +77,6 @@ def _is_local(client: Any) -> bool:
     """Whether ``client`` runs Qdrant in-process (always exact; search params do nothing)."""
     options = getattr(client, "init_options", {}) or {}
     return options.get("location") == ":memory:" or options.get("path") is not None
-
-
-def _check_ids(ids: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Ids as a 1-d int64 array of distinct non-negative values."""
-    id_array = np.asarray(ids)
-    if id_array.ndim != 1:
-        raise ValueError(f"ids must be one-dimensional, got shape {id_array.shape}")
-    if id_array.size and not np.issubdtype(id_array.dtype, np.integer):
-        raise ValueError(f"ids must be integers, got dtype {id_array.dtype}")
-    id_array = id_array.astype(np.int64)
-    if id_array.size and (id_array.min() < 0):
-        raise ValueError(
-            f"ids must be >= 0 (Qdrant point ids are unsigned; {EMPTY_ID} marks empty result "
-            f"slots), got {int(id_array.min())}"
-        )
-    if len(np.unique(id_array)) != len(id_array):
-        raise ValueError("ids contain duplicates; give each candidate one id per call")
-    return id_array
 
 
 class QdrantIndex(MultiVectorIndexBase):
@@ -243,27 +226,6 @@ class QdrantIndex(MultiVectorIndexBase):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _check_candidates(self, candidate_embeddings: Any, num_items: int) -> np.ndarray:
-        """Validate candidates; return the stored prefix as float32, shape (N, num_vectors, D)."""
-        embeddings = as_float_tensor(candidate_embeddings, "candidate_embeddings")
-        check_embeddings(embeddings, "candidate_embeddings", dim=self.dim)
-        if embeddings.shape[0] != num_items:
-            raise ValueError(f"got {num_items} ids but {embeddings.shape[0]} candidate embeddings")
-        if embeddings.shape[1] < self.num_vectors:
-            raise ValueError(
-                f"candidate_embeddings have {embeddings.shape[1]} vectors per item but the index "
-                f"stores {self.num_vectors}; give at least {self.num_vectors}"
-            )
-        stored = embeddings[:, : self.num_vectors].to(torch.float32)  # (N, num_vectors, D)
-        zero_rows = (stored.abs().amax(dim=2) == 0).any(dim=1)  # (N,)
-        if bool(zero_rows.any()):
-            first = int(torch.nonzero(zero_rows)[0, 0])
-            raise ValueError(
-                f"candidate_embeddings[{first}] has an all-zero vector among its first "
-                f"{self.num_vectors}; zero vectors carry no signal, re-encode that item"
-            )
-        return stored.cpu().numpy()
-
     def add(
         self,
         ids: Sequence[int] | np.ndarray,
@@ -280,10 +242,11 @@ class QdrantIndex(MultiVectorIndexBase):
         leaves the earlier batches stored, so retry the call with ``upsert=True``.
         """
         _, models = _qdrant()
-        id_array = _check_ids(ids)
-        stored = self._check_candidates(candidate_embeddings, len(id_array))
-        if metadata is not None and len(metadata) != len(id_array):
-            raise ValueError(f"got {len(metadata)} metadata dicts for {len(id_array)} ids")
+        id_array = check_ids(ids)
+        stored = check_candidates(
+            candidate_embeddings, len(id_array), self.dim, self.num_vectors
+        )  # (N, num_vectors, D) float32
+        payloads = check_metadata(metadata, len(id_array))
         if not upsert:
             existing = self._existing(id_array)
             if existing:
@@ -297,9 +260,10 @@ class QdrantIndex(MultiVectorIndexBase):
             vectors = {FIRST_VECTOR: block[:, 0].tolist()}
             for size in self.layout.multivector_sizes:
                 vectors[self.layout.vector_name(size)] = block[:, :size].tolist()
-            payloads = None if metadata is None else [dict(m) for m in metadata[start:stop]]
             batch = models.Batch(
-                ids=id_array[start:stop].tolist(), vectors=vectors, payloads=payloads
+                ids=id_array[start:stop].tolist(),
+                vectors=vectors,
+                payloads=None if payloads is None else [p or {} for p in payloads[start:stop]],
             )
             self.client.upsert(self.collection, points=batch, wait=True)
 
@@ -319,7 +283,7 @@ class QdrantIndex(MultiVectorIndexBase):
     def delete(self, ids: Sequence[int] | np.ndarray) -> int:
         """Delete candidates by id; unknown ids are ignored. Returns how many were removed."""
         _, models = _qdrant()
-        id_array = _check_ids(ids)
+        id_array = check_ids(ids)
         present = sorted(self._existing(id_array))
         if present:
             self.client.delete(
@@ -329,7 +293,7 @@ class QdrantIndex(MultiVectorIndexBase):
 
     def metadata(self, ids: Sequence[int] | np.ndarray) -> list[dict[str, Any] | None]:
         """Return the stored metadata of each id (``None`` for unknown ids)."""
-        id_array = _check_ids(ids)
+        id_array = check_ids(ids)
         points = self.client.retrieve(self.collection, ids=id_array.tolist(), with_payload=True)
         payloads = {int(point.id): point.payload for point in points}
         return [payloads.get(int(item)) for item in id_array]
@@ -343,6 +307,7 @@ class QdrantIndex(MultiVectorIndexBase):
         exact: bool = False,
         prefetch_limit: int | None = None,
         round_up: bool = False,
+        query_filter: Any = None,
     ) -> SearchResult:
         """Top-``k`` candidates per query (shape (Nq, Rq, D)) under ``budget``.
 
@@ -351,11 +316,12 @@ class QdrantIndex(MultiVectorIndexBase):
         prefetches ``prefetch_limit`` (default: the index's) candidates by HNSW on
         the dense first vector, which are reranked exactly. ``round_up`` rounds an
         unstored ``r_c`` up to the next stored prefix instead of raising.
+        ``query_filter`` (a ``qdrant_client.models.Filter`` on the metadata
+        payload) restricts both the prefetch and the rerank.
         """
         queries = as_float_tensor(query_embeddings, "query_embeddings")
         check_embeddings(queries, "query_embeddings", dim=self.dim)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_k(k)
         num_queries, num_query_vectors, _ = queries.shape
         budget = (
             Budget(num_query_vectors, self.num_vectors) if budget is None else Budget.parse(budget)
@@ -363,7 +329,9 @@ class QdrantIndex(MultiVectorIndexBase):
         budget = self.layout.resolve(budget, num_query_vectors, round_up=round_up)
         limit = max(k, prefetch_limit or self.prefetch_limit)
         query_array = queries[:, : budget.r_q].to(torch.float32).cpu().numpy()  # (Nq, r_q, D)
-        requests = [self._request(query, budget, k, exact, limit) for query in query_array]
+        requests = [
+            self._request(query, budget, k, exact, limit, query_filter) for query in query_array
+        ]
         responses = self.client.query_batch_points(self.collection, requests=requests)
         ids = np.full((num_queries, k), EMPTY_ID, dtype=np.int64)
         scores = np.full((num_queries, k), EMPTY_SCORE, dtype=np.float32)
@@ -373,8 +341,16 @@ class QdrantIndex(MultiVectorIndexBase):
                 scores[row, column] = point.score
         return SearchResult(ids=ids, scores=scores, budget=budget)
 
-    def _request(self, query: np.ndarray, budget: Budget, k: int, exact: bool, limit: int) -> Any:
-        """One ``QueryRequest`` for a query of shape (r_q, D)."""
+    def _request(
+        self,
+        query: np.ndarray,
+        budget: Budget,
+        k: int,
+        exact: bool,
+        limit: int,
+        query_filter: Any = None,
+    ) -> Any:
+        """Build the ``QueryRequest`` of one query of shape (r_q, D)."""
         _, models = _qdrant()
         exact_params = ann_params = None
         if self._search_params:  # a local client is always exact and warns about params
@@ -388,6 +364,7 @@ class QdrantIndex(MultiVectorIndexBase):
                 using=FIRST_VECTOR,
                 limit=k,
                 params=exact_params if exact else ann_params,
+                filter=query_filter,
             )
         prefetch = None
         if not exact:
@@ -396,13 +373,14 @@ class QdrantIndex(MultiVectorIndexBase):
                 using=FIRST_VECTOR,
                 limit=limit,
                 params=ann_params,
-            )
+            )  # Qdrant propagates the request's filter into its prefetches
         return models.QueryRequest(
             query=query.tolist(),  # (r_q, D)
             using=self.layout.vector_name(budget.r_c),
             prefetch=prefetch,
             limit=k,
             params=exact_params if exact else None,
+            filter=query_filter,
         )
 
     def __len__(self) -> int:
