@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,11 +58,8 @@ def test_gathered_loss_gradients_equal_the_full_batch(tmp_path):
         torch.testing.assert_close(stitched, tensor.grad, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.slow
-def test_two_process_training_equals_one_process(tmp_path):
-    common = dict(max_steps=2, batch_size=7, eval_steps=2, save_steps=2, lora_dropout=0.0)
-    config = tiny_config(tmp_path / "ddp", chunk_size=2, **common)  # shards of 4 and 3, GradCache on
-    config_file = tmp_path / "ddp.yaml"
+def _torchrun(config, tmp_path, name):
+    config_file = tmp_path / f"{name}.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -70,17 +68,57 @@ def test_two_process_training_equals_one_process(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    single = train(tiny_config(tmp_path / "one", chunk_size=0, **common))
-    both = torch.load(tmp_path / "ddp/checkpoint-000002" / STATE_FILE, weights_only=False)["model"]
-    alone = torch.load(tmp_path / "one/checkpoint-000002" / STATE_FILE, weights_only=False)["model"]
-    assert both.keys() == alone.keys()
-    for name in alone:
+    return completed
+
+
+def _assert_same_weights(checkpoint_a, checkpoint_b):
+    first = torch.load(checkpoint_a / STATE_FILE, weights_only=False)["model"]
+    second = torch.load(checkpoint_b / STATE_FILE, weights_only=False)["model"]
+    assert first.keys() == second.keys() and first
+    for name in first:
         # AdamW moves every weight by about lr (1e-3) whatever its gradient's size, so float noise
         # on near-zero gradients shows up as ~1e-6 differences: 1% of lr is the tolerance.
-        torch.testing.assert_close(both[name], alone[name], rtol=1e-4, atol=1e-5, msg=name)
-    import json
+        torch.testing.assert_close(first[name], second[name], rtol=1e-4, atol=1e-5, msg=name)
 
-    history = json.loads((tmp_path / "ddp/checkpoint-000002/trainer_state.json").read_text())["history"]
-    ddp_losses = [r["loss"] for r in history if "loss" in r]
-    assert ddp_losses == pytest.approx([r["loss"] for r in single.history if "loss" in r], rel=1e-5)
+
+def _losses(checkpoint):
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["history"]
+    return [r["loss"] for r in history if "loss" in r]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_equals_one_process(tmp_path):
+    common = dict(max_steps=2, batch_size=7, eval_steps=2, save_steps=2, lora_dropout=0.0)
+    config = tiny_config(tmp_path / "ddp", chunk_size=2, **common)  # shards of 4 and 3, GradCache on
+    completed = _torchrun(config, tmp_path, "ddp")
     assert "trained 2 steps" in completed.stdout
+    single = train(tiny_config(tmp_path / "one", chunk_size=0, **common))
+    _assert_same_weights(tmp_path / "ddp/checkpoint-000002", tmp_path / "one/checkpoint-000002")
+    single_losses = [r["loss"] for r in single.history if "loss" in r]
+    assert _losses(tmp_path / "ddp/checkpoint-000002") == pytest.approx(single_losses, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_fsdp2_training_with_resume_equals_one_process(tmp_path):
+    """FSDP2 (fully_shard, gloo on CPU) with GradCache, stopped after 2 steps and relaunched to 4."""
+    common = dict(batch_size=8, eval_steps=2, save_steps=2, lora_dropout=0.0)
+    _torchrun(tiny_config(tmp_path / "fsdp", chunk_size=2, strategy="fsdp2", max_steps=2, **common),
+              tmp_path, "first")
+    completed = _torchrun(
+        tiny_config(tmp_path / "fsdp", chunk_size=2, strategy="fsdp2", max_steps=4, **common), tmp_path, "second"
+    )
+    assert "trained 4 steps" in completed.stdout
+    single = train(tiny_config(tmp_path / "one", chunk_size=0, max_steps=4, **common))
+    _assert_same_weights(tmp_path / "fsdp/checkpoint-000004", tmp_path / "one/checkpoint-000004")
+    single_losses = [r["loss"] for r in single.history if "loss" in r]
+    assert _losses(tmp_path / "fsdp/checkpoint-000004") == pytest.approx(single_losses, rel=1e-5)
+
+    from metaembed.model.modeling import MetaEmbedModel
+
+    exported = MetaEmbedModel.from_pretrained(tmp_path / "fsdp/final", device="cpu")
+    reference = MetaEmbedModel.from_pretrained(tmp_path / "one/final", device="cpu")
+    texts = ["a red ball", "a wooden boat"]
+    torch.testing.assert_close(
+        exported.encode_queries(texts, show_progress=False), reference.encode_queries(texts, show_progress=False),
+        rtol=1e-4, atol=1e-5,
+    )

@@ -155,20 +155,32 @@ def make_optimizer(
 
 
 def export_model(
-    model: Any, directory: Path, context: DistributedContext, sharded: bool = False
+    model: Any, directory: Path, context: DistributedContext, export_twin: Any = None
 ) -> Path:
-    """``save_pretrained`` into ``directory`` through a temporary folder (rank 0 writes)."""
-    if sharded:
-        model.unshard()  # every rank: gather full parameters for the export
+    """``save_pretrained`` into ``directory`` through a temporary folder (rank 0 writes).
+
+    Under FSDP2 pass ``export_twin``: a zero-argument callable returning an
+    unsharded copy of the model on rank 0's CPU. Every rank gathers the full
+    trainable weights (LoRA, meta tokens, projection); rank 0 copies them into
+    the twin and saves it (the frozen backbone weights are the same in both).
+    """
+    from metaembed.training.checkpoint import trainable_state_dict
+
+    to_save = model
+    if export_twin is not None:
+        weights = trainable_state_dict(model, sharded=True)  # collective
+        if context.is_main:
+            to_save = export_twin()
+            parameters = dict(to_save.named_parameters())
+            with torch.no_grad():
+                for name, tensor in weights.items():
+                    parameters[name].copy_(tensor)
     if context.is_main:
         temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
         shutil.rmtree(temporary, ignore_errors=True)
-        model.save_pretrained(temporary)
+        to_save.save_pretrained(temporary)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(temporary, directory)
-    if sharded:
-        model.reshard()
     barrier()
     return directory
-

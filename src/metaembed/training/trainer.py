@@ -146,6 +146,11 @@ class Trainer:
             )
         if config.batch_size < self.context.world_size:
             raise ValueError(f"batch_size {config.batch_size} < world size {self.context.world_size}")
+        if self.sharded and config.batch_size % self.context.world_size:
+            raise ValueError(
+                f"under FSDP2 every rank must run the same forward passes: batch_size "
+                f"{config.batch_size} must be a multiple of the world size {self.context.world_size}"
+            )
         self.total_steps = config.max_steps or math.ceil(config.num_epochs * self.steps_per_epoch)
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, self.total_steps)
         self.step = 0
@@ -154,6 +159,7 @@ class Trainer:
         self.best_step: int | None = None
         self.patience = 0
         self.resumed_from: Path | None = None
+        self._export_twin: Any = None
         if config.resume:
             self._resume()
 
@@ -203,11 +209,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any] | None:
         """Per-group MMR loss on the held-out examples (in-batch negatives within eval batches)."""
-        if not self.eval_examples:
+        if len(self.eval_examples) < self.context.world_size:
             return None
         self.model.eval()
         size = self.config.eval_batch_size or self.config.batch_size
-        spans = chunks(len(self.eval_examples), size)
+        world = self.context.world_size
+        count = len(self.eval_examples)
+        if self.sharded:  # equal shards: FSDP2 collectives must match across ranks
+            size, count = max(world, size - size % world), count - count % world
+        spans = chunks(count, size)
         if len(spans) > 1 and spans[-1][1] - spans[-1][0] < self.context.world_size:
             spans = spans[:-2] + [(spans[-2][0], spans[-1][1])]  # fold a too-small tail
         totals: dict[str, float] = {}
@@ -218,7 +228,6 @@ class Trainer:
             loss, groups = self._reduce_losses(output, len(local), len(batch))
             for key, value in {"loss": loss, **groups}.items():
                 totals[key] = totals.get(key, 0.0) + value * len(batch)
-        count = len(self.eval_examples)
         eval_loss = totals.pop("loss") / count
         return {"step": self.step, "eval_loss": eval_loss, "eval_groups": {k: v / count for k, v in totals.items()}}
 
@@ -255,6 +264,16 @@ class Trainer:
         if self.context.is_main:
             logger.info("resumed from %s at step %d", checkpoint, self.step)
 
+    def _export(self, directory: Path) -> Path:
+        twin = None
+        if self.sharded:
+            def twin() -> Any:  # unsharded CPU copy on rank 0, built once (FSDP2 only)
+                if self._export_twin is None:
+                    cpu = DistributedContext(device=torch.device("cpu"))
+                    self._export_twin = build_model(self.config, cpu)
+                return self._export_twin
+        return export_model(self.model, directory, self.context, twin)
+
     def _after_evaluation(self, record: dict[str, Any]) -> bool:
         """Track the best held-out loss, export the best model; return True to stop early."""
         self.history.append(record)
@@ -263,7 +282,7 @@ class Trainer:
             logger.info("step %d held-out loss %.4f (%s)", self.step, record["eval_loss"], groups)
         if self.best_eval_loss is None or record["eval_loss"] < self.best_eval_loss:
             self.best_eval_loss, self.best_step, self.patience = record["eval_loss"], self.step, 0
-            export_model(self.model, self.output_dir / "best", self.context, self.sharded)
+            self._export(self.output_dir / "best")
             return False
         self.patience += 1
         patience = self.config.early_stopping_patience
@@ -311,7 +330,7 @@ class Trainer:
                 self._after_evaluation(evaluation)
         if not self._due(config.save_steps):
             self.save()
-        final = export_model(self.model, self.output_dir / "final", context, self.sharded)
+        final = self._export(self.output_dir / "final")
         result = self._result(started, final=final, stopped_early=stopped_early)
         if context.is_main:
             logger.info("%s", result.summary())
