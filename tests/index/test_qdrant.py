@@ -8,6 +8,7 @@ import torch
 
 from metaembed.budget import PAPER_GROUPS, Budget
 from metaembed.index.base import EMPTY_ID, EMPTY_SCORE
+from metaembed.index.qdrant_layout import QdrantLayout
 from metaembed.maxsim import maxsim
 
 pytest.importorskip("qdrant_client")
@@ -245,6 +246,19 @@ def test_create_and_open_errors(tmp_path, index):
         QdrantIndex.open(client=plain, collection="plain")
     reopened = QdrantIndex.open(client=index.client)
     assert reopened.layout == index.layout
+
+
+def test_open_reads_the_layout_off_the_vectors_when_metadata_is_missing(data):
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(":memory:")  # as on a server without collection metadata
+    layout = QdrantLayout(dim=DIM, prefix_sizes=(1, 8, 64), datatype="float16")
+    client.create_collection("old", vectors_config=layout.vectors_config(models))
+    opened = QdrantIndex.open(client=client, collection="old")
+    assert opened.layout == layout
+    opened.add(data["ids"], data["candidates"])
+    result = opened.search(data["queries"], k=K, budget="2x8", exact=True)
+    np.testing.assert_array_equal(result.ids, _reference(data, Budget(2, 8))[0])
 
 
 def test_stats_report_storage_per_budget(index):

@@ -78,3 +78,16 @@ def test_vectors_config_disables_hnsw_on_multivectors_only():
         assert config[name].hnsw_config.m == 0 and config[name].on_disk
         assert config[name].multivector_config.comparator == models.MultiVectorComparator.MAX_SIM
         assert config[name].distance == models.Distance.DOT
+
+
+def test_layout_is_read_back_from_the_named_vectors():
+    models = pytest.importorskip("qdrant_client.models")
+    layout = QdrantLayout(dim=8, prefix_sizes=(1, 4, 64), datatype="float16")
+    assert QdrantLayout.from_vectors_config(layout.vectors_config(models), "c") == layout
+    wrong_dim = {
+        **layout.vectors_config(models),
+        "p8": QdrantLayout(dim=4, prefix_sizes=(1, 8)).vectors_config(models)["p8"],
+    }
+    for foreign in ({}, {"dense": wrong_dim["first"]}, wrong_dim, None):
+        with pytest.raises(ValueError, match="no metaembed layout"):
+            QdrantLayout.from_vectors_config(foreign, "c")

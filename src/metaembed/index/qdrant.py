@@ -212,8 +212,12 @@ class QdrantIndex(MultiVectorIndexBase):
         client = _connect(path, url, api_key, client, client_options)
         if not client.collection_exists(collection):
             raise ValueError(f"collection {collection!r} does not exist; create it first")
-        metadata = client.get_collection(collection).config.metadata or {}
-        layout = QdrantLayout.from_metadata(metadata.get(_METADATA_KEY), collection)
+        config = client.get_collection(collection).config
+        described = (getattr(config, "metadata", None) or {}).get(_METADATA_KEY)
+        if described is not None:
+            layout = QdrantLayout.from_metadata(described, collection)
+        else:  # servers before collection metadata: read the layout off the named vectors
+            layout = QdrantLayout.from_vectors_config(config.params.vectors, collection)
         return cls(client, collection, layout, prefetch_limit, upsert_batch_size)
 
     def close(self) -> None:

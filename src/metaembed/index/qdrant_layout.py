@@ -197,6 +197,28 @@ class QdrantLayout:
         }
 
     @classmethod
+    def from_vectors_config(cls, vectors: Any, collection: str) -> QdrantLayout:
+        """Derive the layout from a collection's named vectors (servers without metadata).
+
+        ``vectors`` maps names to ``VectorParams``; the layout needs a dense
+        ``"first"`` and MAX_SIM multivectors named ``"p<size>"`` of the same dim.
+        """
+        first = vectors.get(FIRST_VECTOR) if isinstance(vectors, dict) else None
+        prefixes = {
+            int(name[1:]): params
+            for name, params in (vectors.items() if isinstance(vectors, dict) else ())
+            if name[:1] == "p" and name[1:].isdigit() and params.multivector_config is not None
+        }
+        if first is None or any(params.size != first.size for params in prefixes.values()):
+            raise ValueError(
+                f"collection {collection!r} has no metaembed layout: it needs a dense "
+                f"{FIRST_VECTOR!r} vector and multivectors 'p<size>' of one dim; create it with "
+                "QdrantIndex.create"
+            )
+        datatype = getattr(first.datatype, "value", None) or "float32"
+        return cls(dim=first.size, prefix_sizes=(1, *sorted(prefixes)), datatype=datatype)
+
+    @classmethod
     def from_metadata(cls, metadata: dict[str, Any], collection: str) -> QdrantLayout:
         """Rebuild a layout from :meth:`to_metadata` output; a clear error if it is not one."""
         if not isinstance(metadata, dict) or metadata.get("format") != LAYOUT_FORMAT:
