@@ -98,17 +98,34 @@ def test_two_process_ddp_training_equals_one_process(tmp_path):
     assert _losses(tmp_path / "ddp/checkpoint-000002") == pytest.approx(single_losses, rel=1e-5)
 
 
+_FSDP_SCRIPT = """
+import sys
+import yaml
+from metaembed.training.arguments import TrainingConfig
+from metaembed.training.trainer import train
+
+values = yaml.safe_load(open(sys.argv[1]))
+train(TrainingConfig.from_mapping(values, ["--stop_after_steps", "3"]))  # 'killed' after step 3
+result = train(TrainingConfig.from_mapping(values))  # resumes from checkpoint-000002
+assert result.resumed_from is not None and result.resumed_from.name == "checkpoint-000002", result
+print(result.summary())
+"""
+
+
 @pytest.mark.slow
 def test_fsdp2_training_with_resume_equals_one_process(tmp_path):
-    """FSDP2 (fully_shard, gloo on CPU) with GradCache, stopped after 2 steps and relaunched to 4."""
-    common = dict(batch_size=8, eval_steps=2, save_steps=2, lora_dropout=0.0)
-    _torchrun(tiny_config(tmp_path / "fsdp", chunk_size=2, strategy="fsdp2", max_steps=2, **common),
-              tmp_path, "first")
-    completed = _torchrun(
-        tiny_config(tmp_path / "fsdp", chunk_size=2, strategy="fsdp2", max_steps=4, **common), tmp_path, "second"
-    )
+    """FSDP2 (fully_shard, gloo on CPU) with GradCache, interrupted after 3 steps and resumed to 4."""
+    common = dict(batch_size=8, eval_steps=2, save_steps=2, lora_dropout=0.0, max_steps=4)
+    config = tiny_config(tmp_path / "fsdp", chunk_size=2, strategy="fsdp2", **common)
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    (tmp_path / "resume.py").write_text(_FSDP_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(tmp_path / "resume.py"), str(tmp_path / "fsdp.yaml")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
     assert "trained 4 steps" in completed.stdout
-    single = train(tiny_config(tmp_path / "one", chunk_size=0, max_steps=4, **common))
+    single = train(tiny_config(tmp_path / "one", chunk_size=0, **common))
     _assert_same_weights(tmp_path / "fsdp/checkpoint-000004", tmp_path / "one/checkpoint-000004")
     single_losses = [r["loss"] for r in single.history if "loss" in r]
     assert _losses(tmp_path / "fsdp/checkpoint-000004") == pytest.approx(single_losses, rel=1e-5)
