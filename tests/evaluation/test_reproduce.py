@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from metaembed.budget import Budget
 from metaembed.evaluation.ablation_report import ablation_rows, write_ablation_report
@@ -112,3 +113,24 @@ def test_reproduce_command_end_to_end(tmp_path):
         "16x64",
     ]
     assert (tmp_path / "report" / "ablations.md").is_file()
+
+
+def test_word_tokens_are_whole_distinct_and_encode():
+    from metaembed.evaluation.reproduce import add_word_tokens, synthetic_vocabulary
+    from metaembed.testing import tiny_model
+
+    model = tiny_model(
+        "qwen2_vl", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"]
+    )
+    before = model.encode_queries(["a red circle"], show_progress=False)
+    added = add_word_tokens(model, synthetic_vocabulary())
+    assert added >= len(synthetic_vocabulary())
+    assert model.adapter.tokenizer.tokenize("a large red circle")[1:] == [
+        " large",
+        " red",
+        " circle",
+    ]
+    rows = model.adapter.model.get_input_embeddings().weight[-added:]
+    assert torch.cdist(rows, rows).add(torch.eye(added) * 1e3).min() > 0  # no two rows equal
+    after = model.encode_queries(["a red circle"], show_progress=False)
+    assert after.shape == before.shape and not torch.allclose(after, before)

@@ -95,3 +95,18 @@ def test_benchmark_on_disk(tmp_path):
         tmp_path / "b", SyntheticConfig(eval_rows=4, train_examples=3, seed=7)
     )
     assert again["train"].read_text() == paths["train"].read_text()
+
+
+def test_short_prompts_and_config_checks(tmp_path):
+    config = SyntheticConfig(eval_rows=2, train_examples=1, image_size=84, prompt_style="short")
+    tasks, _ = load_mmeb(write_synthetic_benchmark(tmp_path, config)["eval"])
+    by_name = {t.name: t for t in tasks}
+    t2i = by_name["Syn-T2I"].rows[0]
+    assert t2i.query.text.startswith("a ") and t2i.candidates[0].text is None
+    assert by_name["Syn-Class"].rows[0].query.text == "classify"
+    from PIL import Image
+
+    with Image.open(t2i.candidates[0].image) as image:
+        assert image.size == (84, 84)
+    with pytest.raises(ValueError, match="prompt_style"):
+        SyntheticConfig(prompt_style="long")

@@ -201,7 +201,12 @@ def synthetic_vocabulary() -> list[str]:
 
     words = {*syn.SHAPES, *syn.COLOURS, *syn.SIZES}
     words |= {word for position in syn.POSITIONS for word in position.split()}
+    words |= {"what", "colour", "shape", "where", "object", "or", "classify", "question", "caption"}
     return sorted(words)
+
+
+_LEADING_WORDS = ("classify", "question", "caption", "object")
+"""Words that open a short prompt (no space before them), added without the space too."""
 
 
 def add_word_tokens(model: Any, words: Sequence[str]) -> int:
@@ -214,7 +219,7 @@ def add_word_tokens(model: Any, words: Sequence[str]) -> int:
     Returns the number of tokens added.
     """
     tokenizer = model.adapter.tokenizer
-    added = tokenizer.add_tokens([" " + word for word in words])
+    added = tokenizer.add_tokens([" " + word for word in words] + list(_LEADING_WORDS))
     if added:
         weight = model.adapter.model.get_input_embeddings().weight.detach()  # (vocab, hidden)
         mean, std = weight.mean(dim=0), weight.std(dim=0)  # (hidden,)

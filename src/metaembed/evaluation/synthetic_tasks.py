@@ -39,6 +39,34 @@ __all__ = ["SyntheticConfig", "SYNTHETIC_TASKS", "write_synthetic_benchmark"]
 
 IMG = "<|image_1|>\n"
 
+PROMPTS: dict[str, dict[str, str]] = {
+    "mmeb": {
+        "class": "Represent the given image for classification (the large object).",
+        "vqa": "Represent the given image with the following question: ",
+        "t2i_query": "Find me an image that matches the given caption: ",
+        "t2i_candidate": "Represent the given image.",
+        "i2t_query": "Find an image caption describing the given image.",
+        "ground_query": "Select the portion of the image that isolates the object labelled as: ",
+        "ground_candidate": "Represent the given cropped image of the object.",
+    },
+    "short": {
+        "class": "classify",
+        "vqa": "question: ",
+        "t2i_query": "",
+        "t2i_candidate": "",
+        "i2t_query": "caption",
+        "ground_query": "object: ",
+        "ground_candidate": "",
+    },
+}
+"""Instruction texts: MMEB's wording, or one or two words (for tiny models, whose few
+layers otherwise average the content away among many identical instruction tokens)."""
+
+
+def _prompt(cfg: SyntheticConfig, key: str, text: str = "", image: bool = False) -> str:
+    """Instruction plus text, with the image placeholder first when the item has an image."""
+    return (IMG if image else "") + PROMPTS[cfg.prompt_style][key] + text
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -54,7 +82,10 @@ class SyntheticConfig:
     train_examples : int
         Training examples per in-distribution task.
     image_size : int
-        Side of the rendered scenes in pixels.
+        Side of the rendered scenes in pixels (84 = 3 x 28: one Qwen2-VL merged
+        image token per grid cell).
+    prompt_style : {"mmeb", "short"}
+        Instruction wording (see ``PROMPTS``).
     seed : int
         Seed of everything; evaluation and training scenes use different streams.
     """
@@ -63,7 +94,16 @@ class SyntheticConfig:
     num_candidates: int = 8
     train_examples: int = 200
     image_size: int = 56
+    prompt_style: str = "mmeb"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.prompt_style not in PROMPTS:
+            raise ValueError(
+                f"prompt_style must be one of {tuple(PROMPTS)}, got {self.prompt_style!r}"
+            )
+        if self.num_candidates < 2 or self.eval_rows < 1 or self.train_examples < 0:
+            raise ValueError("need num_candidates >= 2, eval_rows >= 1 and train_examples >= 0")
 
 
 @dataclass
@@ -93,7 +133,7 @@ def _classification(rng: random.Random, cfg: SyntheticConfig) -> _Example:
         *rng.sample([label for label in _labels() if label != target], len(_labels()) - 1),
     ]
     return _Example(
-        IMG + "Represent the given image for classification (the large object).",
+        _prompt(cfg, "class", image=True),
         syn.render(scene, cfg.image_size),
         [(label, None) for label in labels],
     )
@@ -134,7 +174,7 @@ def _vqa(rng: random.Random, cfg: SyntheticConfig) -> _Example:
     negatives = [option for option in options if option != answer]
     rng.shuffle(negatives)
     return _Example(
-        IMG + f"Represent the given image with the following question: {question}",
+        _prompt(cfg, "vqa", question, image=True),
         syn.render(scene, cfg.image_size),
         [(answer, None)] + [(n, None) for n in negatives],
     )
@@ -160,12 +200,15 @@ def _retrieval(
     scenes = [scene, *_negative_scenes(rng, scene, cfg.num_candidates - 1, num_objects)]
     if text_to_image:
         return _Example(
-            "Find me an image that matches the given caption: " + syn.caption(scene),
+            _prompt(cfg, "t2i_query", syn.caption(scene)),
             None,
-            [(IMG + "Represent the given image.", syn.render(s, cfg.image_size)) for s in scenes],
+            [
+                (_prompt(cfg, "t2i_candidate", image=True), syn.render(s, cfg.image_size))
+                for s in scenes
+            ],
         )
     return _Example(
-        IMG + "Find an image caption describing the given image.",
+        _prompt(cfg, "i2t_query", image=True),
         syn.render(scene, cfg.image_size),
         [(syn.caption(s), None) for s in scenes],
     )
@@ -180,11 +223,11 @@ def _grounding(rng: random.Random, cfg: SyntheticConfig) -> _Example:
     while len(crops) < cfg.num_candidates:  # look-alikes: the target with one attribute changed
         alone = syn.perturb(syn.Scene((target,)), rng)
         crops.append(syn.crop_object(syn.render(alone, cfg.image_size), alone.objects[0]))
-    text = IMG + "Select the portion of the image that isolates the object labelled as: "
+    text = _prompt(cfg, "ground_query", image=True)
     return _Example(
         text + syn.referring_expression(target),
         image,
-        [(IMG + "Represent the given cropped image of the object.", crop) for crop in crops],
+        [(_prompt(cfg, "ground_candidate", image=True), crop) for crop in crops],
     )
 
 
