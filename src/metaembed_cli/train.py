@@ -5,7 +5,7 @@ Examples::
     metaembed train configs/tiny-llama.yaml
     metaembed train configs/tiny-llama.yaml --max_steps 100 --output_dir runs/try
     torchrun --nproc_per_node 2 -m metaembed_cli.main train configs/tiny-llama.yaml
-    torchrun --nproc_per_node 8 -m metaembed_cli.main train configs/qwen2-vl-2b.yaml --strategy fsdp2
+    torchrun --nproc_per_node 8 -m metaembed_cli.main train big.yaml --strategy fsdp2
 
 Every key of the config can be overridden as ``--key value`` (``--key=value``
 too); see docs/training.md for the keys and their paper defaults. A run

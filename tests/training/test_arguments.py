@@ -42,12 +42,18 @@ def test_yaml_and_toml_with_overrides(tmp_path):
     (tmp_path / "a.yaml").write_text(
         "tiny_family: llama\ngroups: ['1x1', '2x4']\nbatch_size: 4\ntrain_data: [data.jsonl]\n"
     )
-    config = load_config(tmp_path / "a.yaml", ["--batch_size", "8", "--learning-rate=3e-4", "--max_steps", "none"])
+    config = load_config(
+        tmp_path / "a.yaml", ["--batch_size", "8", "--learning-rate=3e-4", "--max_steps", "none"]
+    )
     assert config.batch_size == 8 and config.learning_rate == 3e-4 and config.max_steps is None
     assert config.groups == (Budget(1, 1), Budget(2, 4))
-    assert config.train_data == (str(tmp_path / "data.jsonl"),)  # resolved against the file's folder
+    assert config.train_data == (
+        str(tmp_path / "data.jsonl"),
+    )  # resolved against the file's folder
     (tmp_path / "b.toml").write_text('tiny_family = "llama"\ngradient_checkpointing = true\n')
-    config = load_config(tmp_path / "b.toml", ["--gradient_checkpointing", "false", "--groups", "1x1,4x8"])
+    config = load_config(
+        tmp_path / "b.toml", ["--gradient_checkpointing", "false", "--groups", "1x1,4x8"]
+    )
     assert config.gradient_checkpointing is False and config.groups == (Budget(1, 1), Budget(4, 8))
 
 

@@ -1,4 +1,4 @@
-"""Training data: MMEB-train / ViDoRe-train / generic schemas, bad rows with row numbers, held-out split."""
+"""Training data: MMEB-train / ViDoRe-train / generic rows, numbered bad rows, held-out split."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_jsonl
 from PIL import Image
 
+from conftest import write_jsonl
 from metaembed.training.collator import collate
 from metaembed.training.data import (
     DataError,
@@ -52,18 +52,26 @@ def test_mmeb_train_placeholder_becomes_the_items_image(tmp_path):
     assert example.query.text == "Represent the given image for classification 0"
     assert example.query.image == tmp_path / "img/a.png"
     assert example.positive.text == "label 0" and example.positive.image is None
-    assert example.negatives[0].text == "other 0" and example.negatives[0].image == tmp_path / "img/b.png"
+    assert (
+        example.negatives[0].text == "other 0"
+        and example.negatives[0].image == tmp_path / "img/b.png"
+    )
     assert example.subset == "ImageNet_1K" and example.row == 0
     assert "<|image_1|>" not in (example.query.text + example.negatives[0].text)
 
 
 def test_vidore_train_parquet_with_image_bytes(tmp_path):
-    table = pa.table({
-        "query": ["what is the revenue?", "who signed?"],
-        "image": [{"bytes": _png_bytes((0, 0, 200)), "path": None}, {"bytes": _png_bytes((0, 200, 0)), "path": None}],
-        "image_filename": ["a.png", "b.png"],
-        "source": ["docvqa", "arxiv"],
-    })
+    table = pa.table(
+        {
+            "query": ["what is the revenue?", "who signed?"],
+            "image": [
+                {"bytes": _png_bytes((0, 0, 200)), "path": None},
+                {"bytes": _png_bytes((0, 200, 0)), "path": None},
+            ],
+            "image_filename": ["a.png", "b.png"],
+            "source": ["docvqa", "arxiv"],
+        }
+    )
     pq.write_table(table, tmp_path / "train.parquet")
     examples = load_source(str(tmp_path / "train.parquet")).examples
     assert [e.subset for e in examples] == ["docvqa", "arxiv"]
@@ -73,8 +81,17 @@ def test_vidore_train_parquet_with_image_bytes(tmp_path):
 
 
 def test_generic_schema_and_folder_subsets(tmp_path):
-    write_jsonl(tmp_path / "data/a.jsonl", [{"query_text": "q", "query_instruction": "Find:",
-                                             "positive_text": "p", "negative_text": ["n1", "n2"]}])
+    write_jsonl(
+        tmp_path / "data/a.jsonl",
+        [
+            {
+                "query_text": "q",
+                "query_instruction": "Find:",
+                "positive_text": "p",
+                "negative_text": ["n1", "n2"],
+            }
+        ],
+    )
     write_jsonl(tmp_path / "data/b.jsonl", [{"query_text": "q2", "positive_text": "p2"}])
     data = load_training_data([str(tmp_path / "data")])
     assert [e.subset for e in data.examples] == ["a", "b"]
@@ -100,7 +117,9 @@ def _bad_rows(tmp_path):
 
 def test_bad_rows_are_fatal_with_their_row_number(tmp_path):
     path = _bad_rows(tmp_path)
-    with pytest.raises(DataError, match=r"train.jsonl row 1: missing field\(s\) \['pos_text'\].*on_invalid: skip"):
+    with pytest.raises(
+        DataError, match=r"train.jsonl row 1: missing field\(s\) \['pos_text'\].*on_invalid: skip"
+    ):
         load_training_data([str(path)])
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 
+from conftest import tiny_config
 from metaembed.losses.mmr import MMRLoss
 from metaembed.training.checkpoint import STATE_FILE
 from metaembed.training.collator import shard_bounds
@@ -32,28 +32,38 @@ def _tensors():
 
 
 def _rank_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     start, stop = shard_bounds(sum(SIZES), rank, world_size)
     queries, positives, negatives = (t[start:stop].clone().requires_grad_(True) for t in _tensors())
     gathered, offset = gather_with_grad(positives)
     output = MMRLoss(groups=["1x1", "2x4"])(queries, gathered, negatives, offset)
     (output.loss * world_size * (stop - start) / sum(SIZES)).backward()
-    torch.save({"offset": offset, "loss": output.loss.detach(), "grads": [queries.grad, positives.grad,
-               negatives.grad]}, Path(out_dir) / f"rank{rank}.pt")
+    torch.save(
+        {
+            "offset": offset,
+            "loss": output.loss.detach(),
+            "grads": [queries.grad, positives.grad, negatives.grad],
+        },
+        Path(out_dir) / f"rank{rank}.pt",
+    )
     torch.distributed.destroy_process_group()
 
 
 def test_gathered_loss_gradients_equal_the_full_batch(tmp_path):
-    torch.multiprocessing.spawn(_rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.spawn(
+        _rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2
+    )
     queries, positives, negatives = (t.clone().requires_grad_(True) for t in _tensors())
     full = MMRLoss(groups=["1x1", "2x4"])(queries, positives, negatives)
     full.loss.backward()
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [r["offset"] for r in ranks] == [0, 3]
-    mean_loss = sum(r["loss"] * size for r, size in zip(ranks, SIZES)) / sum(SIZES)
+    mean_loss = sum(r["loss"] * size for r, size in zip(ranks, SIZES, strict=True)) / sum(SIZES)
     torch.testing.assert_close(mean_loss, full.loss.detach())
     for index, tensor in enumerate((queries, positives, negatives)):
-        # each rank's gradient is its rows of the full-batch gradient, times world size (averaged later)
+        # each rank holds its rows of the full-batch gradient times the world size (averaged later)
         stitched = torch.cat([r["grads"][index] for r in ranks]) / 2
         torch.testing.assert_close(stitched, tensor.grad, rtol=1e-5, atol=1e-7)
 
@@ -62,11 +72,21 @@ def _torchrun(config, tmp_path, name):
     config_file = tmp_path / f"{name}.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()))
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "metaembed_cli.main", "train", str(config_file),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "metaembed_cli.main",
+        "train",
+        str(config_file),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed
 
@@ -89,7 +109,9 @@ def _losses(checkpoint):
 @pytest.mark.slow
 def test_two_process_ddp_training_equals_one_process(tmp_path):
     common = dict(max_steps=2, batch_size=7, eval_steps=2, save_steps=2, lora_dropout=0.0)
-    config = tiny_config(tmp_path / "ddp", chunk_size=2, **common)  # shards of 4 and 3, GradCache on
+    config = tiny_config(
+        tmp_path / "ddp", chunk_size=2, **common
+    )  # shards of 4 and 3, GradCache on
     completed = _torchrun(config, tmp_path, "ddp")
     assert "trained 2 steps" in completed.stdout
     single = train(tiny_config(tmp_path / "one", chunk_size=0, **common))
@@ -114,15 +136,25 @@ print(result.summary())
 
 @pytest.mark.slow
 def test_fsdp2_training_with_resume_equals_one_process(tmp_path):
-    """FSDP2 (fully_shard, gloo on CPU) with GradCache, interrupted after 3 steps and resumed to 4."""
+    """FSDP2 (fully_shard, gloo, CPU) with GradCache, interrupted after step 3, resumed to 4."""
     common = dict(batch_size=8, eval_steps=2, save_steps=2, lora_dropout=0.0, max_steps=4)
     config = tiny_config(tmp_path / "fsdp", chunk_size=2, strategy="fsdp2", **common)
     (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(config.to_dict()))
     (tmp_path / "resume.py").write_text(_FSDP_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(tmp_path / "resume.py"), str(tmp_path / "fsdp.yaml")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(tmp_path / "resume.py"),
+        str(tmp_path / "fsdp.yaml"),
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "trained 4 steps" in completed.stdout
     single = train(tiny_config(tmp_path / "one", chunk_size=0, **common))
@@ -136,6 +168,8 @@ def test_fsdp2_training_with_resume_equals_one_process(tmp_path):
     reference = MetaEmbedModel.from_pretrained(tmp_path / "one/final", device="cpu")
     texts = ["a red ball", "a wooden boat"]
     torch.testing.assert_close(
-        exported.encode_queries(texts, show_progress=False), reference.encode_queries(texts, show_progress=False),
-        rtol=1e-4, atol=1e-5,
+        exported.encode_queries(texts, show_progress=False),
+        reference.encode_queries(texts, show_progress=False),
+        rtol=1e-4,
+        atol=1e-5,
     )

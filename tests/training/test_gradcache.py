@@ -15,8 +15,15 @@ from metaembed.training.gradcache import _RandomState, contrastive_step
 
 @pytest.fixture(scope="module")
 def model():
-    model = tiny_model("llama", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"],
-                       lora_r=4, lora_alpha=4, lora_dropout=0.0)
+    model = tiny_model(
+        "llama",
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=["1x1", "2x4"],
+        lora_r=4,
+        lora_alpha=4,
+        lora_dropout=0.0,
+    )
     with torch.no_grad():  # LoRA B starts at zero, which would zero every lora_A gradient
         for name, parameter in lora_parameters(model).items():
             if "lora_B" in name:
@@ -51,12 +58,16 @@ def test_cached_loss_and_gradients_equal_plain(model, batch, chunk_size):
     cached, cached_grads = _step(model, batch, chunk_size=chunk_size)
     torch.testing.assert_close(cached.loss, plain.loss, rtol=1e-5, atol=1e-6)
     for group in plain.group_losses:
-        torch.testing.assert_close(cached.group_losses[group], plain.group_losses[group], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            cached.group_losses[group], plain.group_losses[group], rtol=1e-5, atol=1e-6
+        )
     assert set(cached_grads) == set(plain_grads) and any("lora_A" in n for n in plain_grads)
     for name, gradient in plain_grads.items():
         assert gradient.abs().sum() > 0, f"{name} got no gradient"
         scale = float(gradient.abs().max())
-        torch.testing.assert_close(cached_grads[name], gradient, rtol=1e-4, atol=1e-5 * scale, msg=name)
+        torch.testing.assert_close(
+            cached_grads[name], gradient, rtol=1e-4, atol=1e-5 * scale, msg=name
+        )
 
 
 def test_evaluation_step_has_no_gradients_and_same_loss(model, batch):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
 
+from conftest import tiny_config
 from metaembed.training.checkpoint import STATE_FILE, latest_checkpoint
 from metaembed.training.trainer import train
 
@@ -42,25 +42,41 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
     common = dict(max_steps=6, save_steps=2, eval_steps=3, chunk_size=3, lora_dropout=0.1)
     unbroken = train(tiny_config(tmp_path / "a", **common))
     killed = train(tiny_config(tmp_path / "b", stop_after_steps=5, **common))  # dies after step 5
-    assert killed.final_checkpoint is None and latest_checkpoint(tmp_path / "b").name == "checkpoint-000004"
+    assert (
+        killed.final_checkpoint is None
+        and latest_checkpoint(tmp_path / "b").name == "checkpoint-000004"
+    )
     resumed = train(tiny_config(tmp_path / "b", **common))
     assert resumed.resumed_from.name == "checkpoint-000004" and resumed.steps == 6
-    final_a, final_b = _weights(tmp_path / "a/checkpoint-000006"), _weights(tmp_path / "b/checkpoint-000006")
+    final_a, final_b = (
+        _weights(tmp_path / "a/checkpoint-000006"),
+        _weights(tmp_path / "b/checkpoint-000006"),
+    )
     assert final_a.keys() == final_b.keys()
     for name in final_a:
         torch.testing.assert_close(final_b[name], final_a[name], rtol=0, atol=1e-7, msg=name)
-    assert [r.get("loss") for r in resumed.history] == pytest.approx([r.get("loss") for r in unbroken.history])
+    assert [r.get("loss") for r in resumed.history] == pytest.approx(
+        [r.get("loss") for r in unbroken.history]
+    )
     assert resumed.best_eval_loss == pytest.approx(unbroken.best_eval_loss)
 
 
 def test_early_stopping_and_baseline_flag(tmp_path):
     config = tiny_config(
-        tmp_path / "run", baseline="single-last", max_steps=8, eval_steps=1, learning_rate=0.5,
-        early_stopping_patience=1, save_total_limit=1, save_steps=1,
+        tmp_path / "run",
+        baseline="single-last",
+        max_steps=8,
+        eval_steps=1,
+        learning_rate=0.5,
+        early_stopping_patience=1,
+        save_total_limit=1,
+        save_steps=1,
     )
     result = train(config)
     assert result.stopped_early and result.steps < 8
-    assert [p.name for p in (tmp_path / "run").glob("checkpoint-*")] == [f"checkpoint-{result.steps:06d}"]
+    assert [p.name for p in (tmp_path / "run").glob("checkpoint-*")] == [
+        f"checkpoint-{result.steps:06d}"
+    ]
     from metaembed.model.config import MetaEmbedConfig
 
     saved = MetaEmbedConfig.load(result.best_checkpoint)

@@ -32,7 +32,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from metaembed.training.arguments import TrainingConfig, load_config
     from metaembed.training.data import TrainingExample
-    from metaembed.training.trainer import TrainResult, Trainer, train
+    from metaembed.training.trainer import Trainer, TrainResult, train
 
 
 def __getattr__(name: str) -> Any:

@@ -131,8 +131,10 @@ class TrainingConfig:
                 )
         if self.baseline is not None and self.baseline not in BASELINES:
             if not self.baseline.startswith("split-"):
-                raise ValueError(f"baseline must be one of {BASELINES} or None, got {self.baseline!r}")
-            Budget.parse(self.baseline[len("split-"):])
+                raise ValueError(
+                    f"baseline must be one of {BASELINES} or None, got {self.baseline!r}"
+                )
+            Budget.parse(self.baseline[len("split-") :])
         choices = {
             "strategy": STRATEGIES,
             "lr_scheduler": SCHEDULERS,
@@ -161,7 +163,7 @@ class TrainingConfig:
         elif self.baseline in ("single-last", "single-mean"):
             pooling, groups = self.baseline.split("-")[1], (Budget(1, 1),)
         elif self.baseline is not None:  # split-RqxRc
-            size = Budget.parse(self.baseline[len("split-"):])
+            size = Budget.parse(self.baseline[len("split-") :])
             pooling, groups = "split", (size,)
             num_query, num_candidate = size.r_q, size.r_c
         return {
@@ -179,7 +181,7 @@ class TrainingConfig:
         }
 
     def loss_weights(self) -> tuple[float, ...] | None:
-        """Group weights for the loss (``None`` = 1 each); dropped when a baseline changes the groups."""
+        """Return the loss group weights (``None``: 1 each, also when a baseline sets groups)."""
         if self.group_weights is None or self.baseline is not None:
             return None
         return self.group_weights
@@ -193,7 +195,7 @@ class TrainingConfig:
         return data
 
     def replace(self, **changes: Any) -> TrainingConfig:
-        """A copy with some fields changed (validated again)."""
+        """Return a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -292,15 +294,26 @@ def load_config(
 
             values = yaml.safe_load(text) or {}
         elif path.suffix == ".toml":
-            import tomllib
-
-            values = tomllib.loads(text)
+            values = _toml_module().loads(text)
         else:
             raise ValueError(f"config {path} must end in .yaml, .yml or .toml")
         if not isinstance(values, dict):
             raise ValueError(f"config {path} must hold a mapping of key: value")
         values = _resolve_data_paths(values, path.parent)
     return TrainingConfig.from_mapping(values, overrides)
+
+
+def _toml_module() -> Any:
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ValueError(
+                "TOML configs need Python >= 3.11 or `pip install tomli`; or use a YAML config"
+            ) from None
+    return tomllib
 
 
 def _resolve_data_paths(values: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -63,7 +63,9 @@ def trainable_state_dict(model: torch.nn.Module, sharded: bool = False) -> dict[
     }
 
 
-def _optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool) -> Any:
+def _optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool
+) -> Any:
     if not sharded:
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
@@ -154,7 +156,7 @@ def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step under ``output_dir``, if any."""
+    """Return the complete checkpoint with the highest step under ``output_dir``, if any."""
     found = _checkpoints(output_dir)
     return found[-1][1] if found else None
 

@@ -5,7 +5,8 @@ embeds it, because GradCache and the data-parallel split cut it into pieces
 (chunks, rank shards) that are each processed by ``model.prepare`` separately.
 
 >>> from metaembed.training.data import TrainingExample
->>> rows = [TrainingExample(Item(text=f"q{i}"), Item(text=f"p{i}"), (Item(text=f"n{i}"),)) for i in range(4)]
+>>> rows = [TrainingExample(Item(text=f"q{i}"), Item(text=f"p{i}"), (Item(text=f"n{i}"),))
+...         for i in range(4)]
 >>> batch = collate(rows, num_hard_negatives=1)
 >>> len(batch), [n.text for n in batch.shard(1, 2).negatives]
 (4, ['n2', 'n3'])
@@ -43,14 +44,17 @@ class ItemBatch:
         return len(self.queries)
 
     def slice(self, start: int, stop: int) -> ItemBatch:
-        """The queries ``start:stop`` with their positives and negatives."""
+        """Return the queries ``start:stop`` with their positives and negatives."""
         n = self.num_negatives
         return ItemBatch(
-            self.queries[start:stop], self.positives[start:stop], self.negatives[start * n : stop * n], n
+            self.queries[start:stop],
+            self.positives[start:stop],
+            self.negatives[start * n : stop * n],
+            n,
         )
 
     def shard(self, rank: int, world_size: int) -> ItemBatch:
-        """This rank's contiguous part (see :func:`shard_bounds`)."""
+        """Return the contiguous part of ``rank`` (see :func:`shard_bounds`)."""
         return self.slice(*shard_bounds(len(self), rank, world_size))
 
 
@@ -77,7 +81,7 @@ def chunks(count: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def collate(examples: Sequence[TrainingExample], num_hard_negatives: int) -> ItemBatch:
-    """Group examples into an :class:`ItemBatch`, keeping the first ``num_hard_negatives`` negatives.
+    """Group examples into an :class:`ItemBatch` with the first ``num_hard_negatives`` negatives.
 
     Raises ``ValueError`` naming the row when an example has fewer negatives.
     """
@@ -85,8 +89,9 @@ def collate(examples: Sequence[TrainingExample], num_hard_negatives: int) -> Ite
     for example in examples:
         if len(example.negatives) < num_hard_negatives:
             raise ValueError(
-                f"{example.source} row {example.row} has {len(example.negatives)} hard negatives but "
-                f"num_hard_negatives is {num_hard_negatives}; add negatives or lower num_hard_negatives"
+                f"{example.source} row {example.row} has {len(example.negatives)} hard "
+                f"negatives but num_hard_negatives is {num_hard_negatives}; add negatives "
+                "or lower num_hard_negatives"
             )
         negatives.extend(example.negatives[:num_hard_negatives])
     return ItemBatch(

@@ -1,4 +1,4 @@
-"""Training examples (query, positive, hard negatives) read from JSONL, Parquet or the Hub.
+r"""Training examples (query, positive, hard negatives) read from JSONL, Parquet or the Hub.
 
 Three row schemas are understood (``format: auto`` picks one from the columns):
 
@@ -23,7 +23,7 @@ For backbones whose vision tower must run on every rank (FSDP), text-only
 items can get a small white placeholder image (appendix A,
 :func:`add_placeholder_images`).
 
->>> example = parse_row({"qry": "<|image_1|>\\nWhat is shown?", "qry_image_path": "",
+>>> example = parse_row({"qry": "<|image_1|>\nWhat is shown?", "qry_image_path": "",
 ...                      "pos_text": "a cat", "pos_image_path": ""}, "mmeb", Path("."))
 Traceback (most recent call last):
 ...
@@ -104,7 +104,7 @@ def _strip_placeholder(text: Any) -> tuple[str | None, bool]:
 
 
 def _image(value: Any, images_root: Path, check: bool) -> Any:
-    """A PIL image (lazily decoded) or a checked path; raises ``DataError``."""
+    """Return a PIL image (lazily decoded) or a checked path; raise ``DataError``."""
     if isinstance(value, dict):  # Parquet / datasets image struct
         value = value.get("bytes") or value.get("path")
     if isinstance(value, (bytes, bytearray)):
@@ -154,14 +154,16 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _negatives(texts: Any, images: Any, instructions: Any, root: Path, check: bool) -> tuple[Item, ...]:
+def _negatives(
+    texts: Any, images: Any, instructions: Any, root: Path, check: bool
+) -> tuple[Item, ...]:
     texts, images = _as_list(texts), _as_list(images)
     count = max(len(texts), len(images))
     texts += [None] * (count - len(texts))
     images += [None] * (count - len(images))
     return tuple(
         _item(t, i, instructions, root, check, f"negative {j}")
-        for j, (t, i) in enumerate(zip(texts, images))
+        for j, (t, i) in enumerate(zip(texts, images, strict=True))
         if not (t in (None, "") and i in (None, ""))
     )
 
@@ -175,13 +177,18 @@ def detect_format(row: dict[str, Any]) -> str:
     if "query" in row:
         return "vidore"
     raise DataError(
-        f"cannot tell the schema from columns {sorted(row)}; expected MMEB-train (qry, pos_text, ...), "
+        f"cannot tell the schema from columns {sorted(row)}; expected MMEB-train "
+        "(qry, pos_text, ...), "
         "ViDoRe-train (query, image) or generic (query_text, positive_text, ...); set 'format'"
     )
 
 
 def parse_row(
-    row: dict[str, Any], format: str, images_root: Path, check_images: bool = True, subset: str = "default"
+    row: dict[str, Any],
+    format: str,
+    images_root: Path,
+    check_images: bool = True,
+    subset: str = "default",
 ) -> TrainingExample:
     """Turn one raw row into a :class:`TrainingExample`; raises :class:`DataError`."""
     fmt = detect_format(row) if format == "auto" else format
@@ -189,7 +196,9 @@ def parse_row(
     if fmt == "mmeb":
         _require(row, ("qry", "pos_text"))
         query = _item(row.get("qry"), row.get("qry_image_path"), None, root, check, "query")
-        positive = _item(row.get("pos_text"), row.get("pos_image_path"), None, root, check, "positive")
+        positive = _item(
+            row.get("pos_text"), row.get("pos_image_path"), None, root, check, "positive"
+        )
         negatives = _negatives(row.get("neg_text"), row.get("neg_image_path"), None, root, check)
     elif fmt == "vidore":
         _require(row, ("query", "image"))
@@ -198,12 +207,29 @@ def parse_row(
         negatives = _negatives(None, row.get("neg_image"), None, root, check)
         subset = str(row.get("source") or subset)
     elif fmt == "generic":
-        query = _item(row.get("query_text"), row.get("query_image"), row.get("query_instruction"),
-                      root, check, "query")
-        positive = _item(row.get("positive_text"), row.get("positive_image"),
-                         row.get("positive_instruction"), root, check, "positive")
-        negatives = _negatives(row.get("negative_text"), row.get("negative_image"),
-                               row.get("negative_instruction"), root, check)
+        query = _item(
+            row.get("query_text"),
+            row.get("query_image"),
+            row.get("query_instruction"),
+            root,
+            check,
+            "query",
+        )
+        positive = _item(
+            row.get("positive_text"),
+            row.get("positive_image"),
+            row.get("positive_instruction"),
+            root,
+            check,
+            "positive",
+        )
+        negatives = _negatives(
+            row.get("negative_text"),
+            row.get("negative_image"),
+            row.get("negative_instruction"),
+            root,
+            check,
+        )
     else:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     return TrainingExample(query=query, positive=positive, negatives=negatives, subset=subset)
@@ -216,7 +242,9 @@ def _require(row: dict[str, Any], names: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------- readers
-def read_rows(path: str, config: str | None = None, split: str = "train") -> Iterator[tuple[int, Any]]:
+def read_rows(
+    path: str, config: str | None = None, split: str = "train"
+) -> Iterator[tuple[int, Any]]:
     """Yield ``(row_number, row)`` from a ``.jsonl``/``.parquet`` file or ``hf:NAME`` dataset.
 
     A JSONL line that is not a JSON object is yielded as a :class:`DataError`
@@ -238,7 +266,10 @@ def read_rows(path: str, config: str | None = None, split: str = "train") -> Ite
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
                     row = DataError(f"invalid JSON ({error.msg})")
-                yield number, row if isinstance(row, (dict, DataError)) else DataError("not an object")
+                yield (
+                    number,
+                    row if isinstance(row, (dict, DataError)) else DataError("not an object"),
+                )
     elif file.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -248,7 +279,9 @@ def read_rows(path: str, config: str | None = None, split: str = "train") -> Ite
                 yield number, row
                 number += 1
     else:
-        raise ValueError(f"training data {path} must be .jsonl, .parquet, a folder of them, or hf:NAME")
+        raise ValueError(
+            f"training data {path} must be .jsonl, .parquet, a folder of them, or hf:NAME"
+        )
 
 
 def _expand(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -264,8 +297,14 @@ def _expand(spec: dict[str, Any]) -> list[dict[str, Any]]:
     expanded = []
     for file in files:
         subset = file.parent.name if file.parent != folder else file.stem
-        expanded.append({**spec, "path": str(file), "subset": spec.get("subset") or subset,
-                         "images_root": spec.get("images_root") or str(folder)})
+        expanded.append(
+            {
+                **spec,
+                "path": str(file),
+                "subset": spec.get("subset") or subset,
+                "images_root": spec.get("images_root") or str(folder),
+            }
+        )
     return expanded
 
 
@@ -278,7 +317,9 @@ def load_source(
     for part in _expand(spec):
         path = str(part["path"])
         subset = part.get("subset") or (Path(path).stem if not path.startswith("hf:") else path[3:])
-        root = Path(part.get("images_root") or (Path(path).parent if not path.startswith("hf:") else "."))
+        root = Path(
+            part.get("images_root") or (Path(path).parent if not path.startswith("hf:") else ".")
+        )
         rows = read_rows(path, part.get("config"), part.get("split", "train"))
         fmt = part.get("format", "auto")
         for number, row in rows:
@@ -302,7 +343,9 @@ def load_training_data(
 ) -> TrainingData:
     """Load all sources; with ``on_invalid="skip"`` log the skipped rows with their numbers."""
     if not sources:
-        raise ValueError("train_data is empty: list at least one .jsonl/.parquet file, folder or hf:NAME")
+        raise ValueError(
+            "train_data is empty: list at least one .jsonl/.parquet file, folder or hf:NAME"
+        )
     examples, skipped = [], []
     for spec in sources:
         data = load_source(spec, on_invalid, check_images)
@@ -324,7 +367,8 @@ def split_held_out(
 
     Deterministic for a seed; order within each part follows the input order.
 
-    >>> rows = [TrainingExample(Item(text=str(i)), Item(text="p"), subset="ab"[i % 2]) for i in range(10)]
+    >>> rows = [TrainingExample(Item(text=str(i)), Item(text="p"), subset="ab"[i % 2])
+    ...         for i in range(10)]
     >>> train, held = split_held_out(rows, 0.01, seed=0)
     >>> len(train), sorted(e.subset for e in held)
     (8, ['a', 'b'])
@@ -352,7 +396,9 @@ def add_placeholder_images(example: TrainingExample, size: int = 56) -> Training
     from PIL import Image
 
     def fill(item: Item) -> Item:
-        return item if item.has_image else replace(item, image=Image.new("RGB", (size, size), "white"))
+        return (
+            item if item.has_image else replace(item, image=Image.new("RGB", (size, size), "white"))
+        )
 
     return replace(
         example,
@@ -363,5 +409,5 @@ def add_placeholder_images(example: TrainingExample, size: int = 56) -> Training
 
 
 def subset_counts(examples: Sequence[TrainingExample]) -> dict[str, int]:
-    """Number of examples per subset."""
+    """Count the examples of each subset."""
     return dict(Counter(e.subset for e in examples))

@@ -72,7 +72,9 @@ def init_distributed(strategy: str = "auto") -> DistributedContext:
     if strategy == "single" and world_size > 1:
         raise ValueError(f"strategy 'single' but WORLD_SIZE={world_size}; use 'ddp' or 'fsdp2'")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = (
+        torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    )
     if strategy == "single":
         return DistributedContext(device=device)
     if not dist.is_initialized():
@@ -80,7 +82,9 @@ def init_distributed(strategy: str = "auto") -> DistributedContext:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    context = DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device, strategy)
+    context = DistributedContext(
+        dist.get_rank(), dist.get_world_size(), local_rank, device, strategy
+    )
     logger.info("rank %d of %d on %s (%s)", context.rank, context.world_size, device, strategy)
     return context
 
@@ -100,7 +104,9 @@ class _GatherWithGrad(torch.autograd.Function):
         blocks = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(blocks, padded.contiguous())
         ctx.sizes, ctx.rank = sizes, rank
-        return torch.cat([block[:size] for block, size in zip(blocks, sizes)])  # (sum(sizes), ...)
+        return torch.cat(
+            [block[:size] for block, size in zip(blocks, sizes, strict=True)]
+        )  # (sum(sizes), ...)
 
     @staticmethod
     def backward(ctx, grad_gathered: torch.Tensor):  # type: ignore[override]

@@ -78,7 +78,10 @@ def _split_candidates(
 
 
 def _loss(
-    loss_fn: MMRLoss, query_embeddings: torch.Tensor, candidate_embeddings: torch.Tensor, batch: ItemBatch
+    loss_fn: MMRLoss,
+    query_embeddings: torch.Tensor,
+    candidate_embeddings: torch.Tensor,
+    batch: ItemBatch,
 ) -> MMRLossOutput:
     positives, negatives = _split_candidates(candidate_embeddings, batch)
     all_positives, offset = gather_with_grad(positives)  # (B_global, Rc, D)
@@ -87,7 +90,8 @@ def _loss(
 
 def _detached(output: MMRLossOutput) -> MMRLossOutput:
     return MMRLossOutput(
-        loss=output.loss.detach(), group_losses={g: v.detach() for g, v in output.group_losses.items()}
+        loss=output.loss.detach(),
+        group_losses={g: v.detach() for g, v in output.group_losses.items()},
     )
 
 
@@ -165,7 +169,9 @@ def _cached_step(
     output = _loss(loss_fn, query_embeddings, candidate_embeddings, batch)
     (output.loss * loss_scale).backward()
     # Step 3: re-embed chunk by chunk with a graph and push the cached gradient through.
-    for index, ((items, role, (start, stop)), state, leaf) in enumerate(zip(plan, states, leaves)):
+    for index, ((items, role, (start, stop)), state, leaf) in enumerate(
+        zip(plan, states, leaves, strict=True)
+    ):
         _set_gradient_sync(model, index == len(plan) - 1)
         with state.replay():
             embeddings = embed_items(model, items[start:stop], role)  # (chunk, R, D)

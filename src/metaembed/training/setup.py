@@ -1,4 +1,4 @@
-"""The pieces of a run, built from a :class:`TrainingConfig`: data, model, optimizer, sharding, export.
+"""The pieces of a run built from a :class:`TrainingConfig`: data, model, optimizer, FSDP2, export.
 
 * :func:`prepare_data` loads every source, checks the hard-negative count
   per row, adds placeholder images when asked, and holds out
@@ -37,7 +37,14 @@ from metaembed.training.data import (
 )
 from metaembed.training.distributed import DistributedContext, barrier
 
-__all__ = ["RunData", "prepare_data", "build_model", "shard_model", "make_optimizer", "export_model"]
+__all__ = [
+    "RunData",
+    "prepare_data",
+    "build_model",
+    "shard_model",
+    "make_optimizer",
+    "export_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +60,9 @@ class RunData:
     needs_images: bool
 
 
-def _check_negatives(examples: list[TrainingExample], config: TrainingConfig) -> list[TrainingExample]:
+def _check_negatives(
+    examples: list[TrainingExample], config: TrainingConfig
+) -> list[TrainingExample]:
     wanted = config.num_hard_negatives
     short = [e for e in examples if len(e.negatives) < wanted]
     if not short:
@@ -64,7 +73,9 @@ def _check_negatives(examples: list[TrainingExample], config: TrainingConfig) ->
         f"{first.source} row {first.row})"
     )
     if config.on_invalid == "error":
-        raise DataError(message + "; add negatives, lower num_hard_negatives, or set on_invalid: skip")
+        raise DataError(
+            message + "; add negatives, lower num_hard_negatives, or set on_invalid: skip"
+        )
     logger.warning("%s; skipped", message)
     return [e for e in examples if len(e.negatives) >= wanted]
 
@@ -75,11 +86,15 @@ def prepare_data(config: TrainingConfig, context: DistributedContext) -> RunData
     examples = _check_negatives(data.examples, config)
     if config.placeholder_image:
         examples = [add_placeholder_images(e, config.placeholder_image_size) for e in examples]
-    train, held_out = split_held_out(examples, config.eval_fraction, config.seed, config.max_eval_examples)
+    train, held_out = split_held_out(
+        examples, config.eval_fraction, config.seed, config.max_eval_examples
+    )
     if context.is_main:
         logger.info(
             "training data: %d examples (%d held out) in subsets %s",
-            len(examples), len(held_out), subset_counts(examples),
+            len(examples),
+            len(held_out),
+            subset_counts(examples),
         )
     needs_images = any(
         item.has_image for e in examples for item in (e.query, e.positive, *e.negatives)
@@ -87,13 +102,17 @@ def prepare_data(config: TrainingConfig, context: DistributedContext) -> RunData
     return RunData(train, held_out, needs_images)
 
 
-def build_model(config: TrainingConfig, context: DistributedContext, needs_images: bool = False) -> Any:
+def build_model(
+    config: TrainingConfig, context: DistributedContext, needs_images: bool = False
+) -> Any:
     """Make the model to train (identical on every rank: weights depend on the seed only)."""
     from metaembed.model.modeling import MetaEmbedModel
 
     fields = config.model_fields()
     if config.init_from is not None:
-        model = MetaEmbedModel.from_pretrained(config.init_from, device=context.device, trainable=True)
+        model = MetaEmbedModel.from_pretrained(
+            config.init_from, device=context.device, trainable=True
+        )
         logger.info("continuing %s; model fields of the config are ignored", config.init_from)
     elif config.tiny_family is not None:
         from metaembed.testing import tiny_model
@@ -101,8 +120,12 @@ def build_model(config: TrainingConfig, context: DistributedContext, needs_image
         model = tiny_model(config.tiny_family, seed=config.seed, **fields).to(context.device)
     else:
         model = MetaEmbedModel.from_base_model(
-            config.base_model, config.family, dtype=_DTYPES[config.dtype], device=context.device,
-            seed=config.seed, **fields,
+            config.base_model,
+            config.family,
+            dtype=_DTYPES[config.dtype],
+            device=context.device,
+            seed=config.seed,
+            **fields,
         )
     if needs_images and not model.adapter.supports_images:
         raise ValueError(
@@ -116,7 +139,7 @@ def build_model(config: TrainingConfig, context: DistributedContext, needs_image
 
 
 def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Transformer blocks to shard one by one: the longest ``ModuleList`` of the backbone."""
+    """Return the transformer blocks to shard one by one (the longest ``ModuleList``)."""
     lists = [m for m in model.backbone.modules() if isinstance(m, torch.nn.ModuleList)]
     return list(max(lists, key=len)) if lists else []
 
@@ -138,7 +161,9 @@ def make_optimizer(
     """AdamW and a warm-up + decay schedule over ``total_steps``."""
     if not parameters:
         raise ValueError("the model has no trainable parameters (lora_r=0 and no meta tokens?)")
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     warmup, kind = config.warmup_steps, config.lr_scheduler
 
     def factor(step: int) -> float:

@@ -52,7 +52,13 @@ from metaembed.training.distributed import (
     init_distributed,
 )
 from metaembed.training.gradcache import contrastive_step
-from metaembed.training.setup import build_model, export_model, make_optimizer, prepare_data, shard_model
+from metaembed.training.setup import (
+    build_model,
+    export_model,
+    make_optimizer,
+    prepare_data,
+    shard_model,
+)
 
 __all__ = ["TrainResult", "Trainer", "train"]
 
@@ -113,7 +119,9 @@ def train(config: TrainingConfig) -> TrainResult:
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", disable=not (enabled and sys.stderr.isatty()))
+    return tqdm(
+        total=total, initial=initial, desc="train", disable=not (enabled and sys.stderr.isatty())
+    )
 
 
 class Trainer:
@@ -141,15 +149,19 @@ class Trainer:
         self.steps_per_epoch = len(self.train_examples) // config.batch_size
         if self.steps_per_epoch < 1:
             raise ValueError(
-                f"batch_size {config.batch_size} is larger than the {len(self.train_examples)} training "
+                f"batch_size {config.batch_size} is larger than the "
+                f"{len(self.train_examples)} training "
                 "examples; lower batch_size or add data"
             )
         if config.batch_size < self.context.world_size:
-            raise ValueError(f"batch_size {config.batch_size} < world size {self.context.world_size}")
+            raise ValueError(
+                f"batch_size {config.batch_size} < world size {self.context.world_size}"
+            )
         if self.sharded and config.batch_size % self.context.world_size:
             raise ValueError(
                 f"under FSDP2 every rank must run the same forward passes: batch_size "
-                f"{config.batch_size} must be a multiple of the world size {self.context.world_size}"
+                f"{config.batch_size} must be a multiple of the world size "
+                f"{self.context.world_size}"
             )
         self.total_steps = config.max_steps or math.ceil(config.num_epochs * self.steps_per_epoch)
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, self.total_steps)
@@ -165,7 +177,7 @@ class Trainer:
 
     # ------------------------------------------------------------- batches
     def global_batch(self, step: int) -> ItemBatch:
-        """The global batch of ``step`` (a pure function of seed and step)."""
+        """Return the global batch of ``step`` (a pure function of seed and step)."""
         batch_size = self.config.batch_size
         epoch, position = divmod(step, self.steps_per_epoch)
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
@@ -179,9 +191,11 @@ class Trainer:
     # ---------------------------------------------------------------- step
     def _reduce_losses(self, output: Any, local: int, total: int) -> tuple[float, dict[str, float]]:
         groups = list(output.group_losses)
-        values = torch.stack([output.loss.float()] + [output.group_losses[g].float() for g in groups])
+        values = torch.stack(
+            [output.loss.float()] + [output.group_losses[g].float() for g in groups]
+        )
         mean = all_reduce_sum(values.cpu() * local) / total  # (1 + groups,)
-        return float(mean[0]), {str(g): float(v) for g, v in zip(groups, mean[1:])}
+        return float(mean[0]), {str(g): float(v) for g, v in zip(groups, mean[1:], strict=True)}
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step on the global batch of ``self.step``; returns its record."""
@@ -229,7 +243,11 @@ class Trainer:
             for key, value in {"loss": loss, **groups}.items():
                 totals[key] = totals.get(key, 0.0) + value * len(batch)
         eval_loss = totals.pop("loss") / count
-        return {"step": self.step, "eval_loss": eval_loss, "eval_groups": {k: v / count for k, v in totals.items()}}
+        return {
+            "step": self.step,
+            "eval_loss": eval_loss,
+            "eval_groups": {k: v / count for k, v in totals.items()},
+        }
 
     # ---------------------------------------------------------- checkpoints
     def _trainer_state(self) -> dict[str, Any]:
@@ -245,8 +263,13 @@ class Trainer:
         """Write ``checkpoint-STEP`` (all ranks call; rank 0 writes) and drop old ones."""
         directory = self.output_dir / f"checkpoint-{self.step:06d}"
         save_checkpoint(
-            directory, self.model, self.optimizer, self.scheduler, self._trainer_state(),
-            is_main=self.context.is_main, sharded=self.sharded,
+            directory,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self._trainer_state(),
+            is_main=self.context.is_main,
+            sharded=self.sharded,
         )
         if self.context.is_main:
             rotate_checkpoints(self.output_dir, self.config.save_total_limit)
@@ -256,7 +279,9 @@ class Trainer:
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
             return
-        state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, sharded=self.sharded)
+        state = load_checkpoint(
+            checkpoint, self.model, self.optimizer, self.scheduler, sharded=self.sharded
+        )
         self.step, self.history = int(state["step"]), list(state["history"])
         self.best_eval_loss, self.best_step = state["best_eval_loss"], state["best_step"]
         self.patience = int(state["patience"])
@@ -267,11 +292,13 @@ class Trainer:
     def _export(self, directory: Path) -> Path:
         twin = None
         if self.sharded:
+
             def twin() -> Any:  # unsharded CPU copy on rank 0, built once (FSDP2 only)
                 if self._export_twin is None:
                     cpu = DistributedContext(device=torch.device("cpu"))
                     self._export_twin = build_model(self.config, cpu)
                 return self._export_twin
+
         return export_model(self.model, directory, self.context, twin)
 
     def _after_evaluation(self, record: dict[str, Any]) -> bool:
@@ -296,8 +323,14 @@ class Trainer:
         window = [r for r in self.history[-self.config.logging_steps :] if "loss" in r]
         loss = sum(r["loss"] for r in window) / len(window)
         groups = " ".join(f"{k}={v:.4f}" for k, v in window[-1]["groups"].items())
-        logger.info("step %d/%d loss %.4f (last: %s) lr %.2e", self.step, self.total_steps, loss,
-                    groups, window[-1]["lr"])
+        logger.info(
+            "step %d/%d loss %.4f (last: %s) lr %.2e",
+            self.step,
+            self.total_steps,
+            loss,
+            groups,
+            window[-1]["lr"],
+        )
 
     def run(self) -> TrainResult:
         """Train until ``total_steps``, early stopping or ``stop_after_steps``."""
@@ -305,7 +338,9 @@ class Trainer:
         started = time.monotonic()
         if context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "training_config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
+            (self.output_dir / "training_config.json").write_text(
+                json.dumps(config.to_dict(), indent=1, default=str)
+            )
         bar = _progress(self.total_steps, self.step, config.show_progress and context.is_main)
         stopped_early = False
         while self.step < self.total_steps and not stopped_early:
@@ -350,4 +385,3 @@ class Trainer:
             resumed_from=self.resumed_from,
             extra={"best_step": self.best_step, "world_size": self.context.world_size},
         )
-
