@@ -22,14 +22,19 @@ PYLATE_BLOCK_ELEMENTS = 1 << 26  # float32 elements of one PyLate similarity blo
 
 
 def best_seconds(
-    fn: Callable[[], object], repeats: int, time_cap: float = 20.0
+    fn: Callable[[], object], repeats: int, time_cap: float = 20.0, slow_call: float = 15.0
 ) -> tuple[float, object]:
     """Best wall time of up to ``repeats`` calls after a warm-up, and the last call's result.
 
     Repeats stop once ``time_cap`` seconds were spent timing (at least one timed
-    call), so a scorer that takes a minute per call is not run ten times.
+    call). A warm-up slower than ``slow_call`` seconds is the measurement itself
+    (one call, warm-up costs included: this only ever penalises the slow scorer).
     """
+    start = time.perf_counter()
     result = fn()  # warm-up (numba compiles, caches fill)
+    warm_up = time.perf_counter() - start
+    if warm_up > slow_call:
+        return warm_up, result
     best, spent = float("inf"), 0.0
     for _ in range(repeats):
         start = time.perf_counter()
