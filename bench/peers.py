@@ -292,6 +292,30 @@ def print_summary(rows: list[dict]) -> None:
         )
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """One line per (D, N, Nq, budget): ms/query of every scorer, and its ratio to metaembed."""
+    scorers = list(dict.fromkeys(row["scorer"] for row in rows))
+    settings = list(
+        dict.fromkeys((r["dim"], r["candidates"], r["queries"], r["budget"]) for r in rows)
+    )
+    cells = {(r["dim"], r["candidates"], r["queries"], r["budget"], r["scorer"]): r for r in rows}
+    lines = [
+        "| D | N | Nq | budget | " + " | ".join(scorers) + " |",
+        "|---|---|---|---|" + "---|" * len(scorers),
+    ]
+    for setting in settings:
+        values = []
+        for scorer in scorers:
+            row = cells.get((*setting, scorer), {})
+            if row.get("status") != "ok":
+                values.append("crash" if "crash" in str(row.get("status")) else "error")
+                continue
+            ratio = row.get("ratio_to_metaembed")
+            values.append(f"{row['ms_per_query']:.1f} ({ratio:.1f}x)")
+        lines.append("| " + " | ".join(str(v) for v in setting) + " | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=100_000)
@@ -309,7 +333,11 @@ def main() -> None:
     parser.add_argument("--colpali-batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--workdir", default=None, help="folder for the temporary metaembed index")
     parser.add_argument("--output", default=str(RESULTS / "peers.json"))
+    parser.add_argument("--markdown", help="print the markdown table of a results JSON and exit")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.markdown).read_text())["rows"]))
+        return
 
     torch.set_num_threads(args.threads)
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # maxsim-cpu's pool, read in the child
