@@ -75,3 +75,14 @@ def test_bad_configs_name_the_problem(overrides, message):
 
 def test_parse_overrides_keeps_order_and_last_value():
     assert parse_overrides(["--a", "1", "--a", "2"]) == {"a": "2"}
+
+
+def test_shipped_training_configs_load():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "configs"
+    configs = [folder / "tiny-llama.yaml", *sorted(folder.glob("paper-*.yaml"))]
+    assert len(configs) >= 2
+    for path in configs:
+        config = load_config(path)
+        assert config.train_data and config.output_dir.startswith("runs/"), path

@@ -160,3 +160,25 @@ def test_collate_needs_enough_negatives(toy_data):
     assert len(batch) == 3 and len(batch.negatives) == 3
     with pytest.raises(ValueError, match="row 0 has 1 hard negatives but num_hard_negatives is 2"):
         collate(examples, num_hard_negatives=2)
+
+
+def test_hub_dataset_source_through_datasets(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    calls = []
+    page = Image.new("RGB", (16, 16), (9, 9, 9))
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return [{"query": "q0", "image": page, "source": "tatdqa"}, {"query": "q1"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    spec = {"path": "hf:vidore/colpali_train_set", "split": "train"}
+    data = load_training_data([spec], on_invalid="skip")
+    assert calls == [("vidore/colpali_train_set", None, "train")]
+    assert data.examples[0].positive.image is page and data.examples[0].subset == "tatdqa"
+    assert data.skipped == [("hf:vidore/colpali_train_set", 1, "missing field(s) ['image']")]
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ValueError, match="pip install datasets"):
+        load_training_data([spec])

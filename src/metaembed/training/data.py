@@ -251,8 +251,13 @@ def read_rows(
     instead of a row, so the caller reports it with its row number.
     """
     if path.startswith("hf:"):
-        from datasets import load_dataset  # lazy: an optional dependency
-
+        try:
+            from datasets import load_dataset  # lazy: an optional dependency
+        except ImportError:
+            raise ValueError(
+                f"{path} needs the Hugging Face datasets library: `pip install datasets`, or "
+                "download the data and point train_data at its .parquet/.jsonl files"
+            ) from None
         dataset = load_dataset(path[3:], config, split=split)
         yield from enumerate(dataset)
         return

@@ -137,6 +137,11 @@ class Trainer:
         self.model = build_model(config, self.context, data.needs_images)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.sharded = self.context.strategy == "fsdp2"
+        if self.sharded and self.model.adapter.supports_images and not config.placeholder_image:
+            logger.warning(
+                "FSDP2 with a vision-language backbone: set placeholder_image: true so that every "
+                "rank runs the vision tower (a rank with only text items can hang the job)"
+            )
         if self.sharded:
             shard_model(self.model, self.context)
             self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -194,7 +199,7 @@ class Trainer:
         values = torch.stack(
             [output.loss.float()] + [output.group_losses[g].float() for g in groups]
         )
-        mean = all_reduce_sum(values.cpu() * local) / total  # (1 + groups,)
+        mean = all_reduce_sum(values * local).cpu() / total  # (1 + groups,), on the device for NCCL
         return float(mean[0]), {str(g): float(v) for g, v in zip(groups, mean[1:], strict=True)}
 
     def train_step(self) -> dict[str, Any]:
