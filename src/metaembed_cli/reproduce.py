@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args)
     command = (
-        "metaembed " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else ""
+        "metaembed " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if len(sys.argv) > 1 else ""
     )
     with tempfile.TemporaryDirectory(prefix="metaembed-ablations-") as scratch:
         results = run_ablations(args.work_dir or scratch, settings, variants)

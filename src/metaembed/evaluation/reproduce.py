@@ -79,11 +79,11 @@ class AblationSettings:
     """
 
     family: str = "qwen2_vl"
-    num_query_tokens: int = 16
-    num_candidate_tokens: int = 64
-    groups: tuple[str, ...] = ("1x1", "2x4", "4x8", "8x16", "16x64")
-    steps: int = 300
-    batch_size: int = 32
+    num_query_tokens: int = 8
+    num_candidate_tokens: int = 16
+    groups: tuple[str, ...] = ("1x1", "2x4", "4x8", "8x16")
+    steps: int = 150
+    batch_size: int = 16
     learning_rate: float = 2e-3
     temperature: float = 0.03
     lora_r: int = 32
@@ -91,7 +91,9 @@ class AblationSettings:
     word_tokens: bool = True
     seed: int = 0
     data: SyntheticConfig = field(
-        default_factory=lambda: SyntheticConfig(eval_rows=100, train_examples=1200)
+        default_factory=lambda: SyntheticConfig(
+            eval_rows=60, train_examples=400, image_size=84, prompt_style="short"
+        )
     )
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
