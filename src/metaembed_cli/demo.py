@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         const=DEFAULT_CONFIG,
         default=None,
         metavar="CONFIG",
-        help=f"retrain the demo model and its baseline from CONFIG (default {DEFAULT_CONFIG}) instead of running the demo",
+        help=f"retrain the demo model and its baseline from CONFIG (default {DEFAULT_CONFIG}) "
+        "instead of running the demo",
     )
     parser.set_defaults(func=run)
 
@@ -107,7 +108,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"{k[5:]}={v:.3f}" for k, v in record.items() if k.startswith("loss_")
             )
             print(
-                f"step {int(record['step']):4d}  loss {record['loss']:.3f}  ({groups})  {record['seconds']:.0f}s",
+                f"step {int(record['step']):4d}  loss {record['loss']:.3f}  ({groups})  "
+                f"{record['seconds']:.0f}s",
                 flush=True,
             )
 

@@ -21,7 +21,9 @@ for x in range(0, 30, 4):
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model("composite", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"])
+    return tiny_model(
+        "composite", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"]
+    )
 
 
 def test_registered_like_every_family():
@@ -29,9 +31,15 @@ def test_registered_like_every_family():
 
 
 def test_spec_round_trip_and_clear_errors():
-    spec = CompositeSpec.parse("efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3;prompt=plain")
+    spec = CompositeSpec.parse(
+        "efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3;prompt=plain"
+    )
     assert (spec.vision, spec.language_model, spec.layers, spec.grid, spec.prompt) == (
-        "efficientnet-lite0", "smollm2-135m-instruct", 6, 3, "plain"
+        "efficientnet-lite0",
+        "smollm2-135m-instruct",
+        6,
+        3,
+        "plain",
     )
     assert CompositeSpec.parse(str(spec)) == spec
     with pytest.raises(ValueError, match="must look like"):
@@ -43,7 +51,9 @@ def test_spec_round_trip_and_clear_errors():
 
 
 def test_image_slots_marked_and_left_padded(model):
-    inputs = model.prepare([Item(image=RED), Item(text="a longer text query with words")], "candidate")
+    inputs = model.prepare(
+        [Item(image=RED), Item(text="a longer text query with words")], "candidate"
+    )
     image_mask = inputs["image_mask"]  # (2, seq + 4)
     assert int(image_mask[0].sum()) == model.adapter.spec.grid**2
     assert int(image_mask[1].sum()) == 0
@@ -53,21 +63,26 @@ def test_image_slots_marked_and_left_padded(model):
 
 
 def test_embeddings_depend_on_the_image(model):
-    vectors = model.encode_candidates([Item(image=RED), Item(image=BLUE_STRIPES)], show_progress=False)
+    vectors = model.encode_candidates(
+        [Item(image=RED), Item(image=BLUE_STRIPES)], show_progress=False
+    )
     assert vectors.shape == (2, 4, 32)
     assert not torch.allclose(vectors[0], vectors[1], atol=1e-4)
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(2, 4), atol=1e-5)
 
 
 def test_batch_composition_does_not_change_an_embedding(model):
-    items = [Item(image=RED, text="red", instruction="Find it."), Item(text="a much longer text " * 3)]
+    items = [
+        Item(image=RED, text="red", instruction="Find it."),
+        Item(text="a much longer text " * 3),
+    ]
     together = model.encode_queries(items, show_progress=False, batch_size=2)
     alone = model.encode_queries(items[:1], show_progress=False)
     torch.testing.assert_close(together[:1], alone, atol=1e-5, rtol=1e-4)
 
 
 def test_frozen_features_are_cached(model):
-    composite = model.adapter._composite()
+    composite = model.adapter.composite_model()
     calls = []
     handle = composite.vision.register_forward_hook(lambda *args: calls.append(1))
     try:
@@ -80,14 +95,21 @@ def test_frozen_features_are_cached(model):
 
 
 def test_lora_reaches_projector_and_language_model_but_not_the_encoder():
-    model = tiny_model("composite", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"])
+    model = tiny_model(
+        "composite", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"]
+    )
     model.train()
-    composite = model.adapter._composite()
+    composite = model.adapter.composite_model()
     assert not composite.vision.training  # batch norm of a frozen CNN must keep its statistics
-    embeddings = model.embed(model.prepare([Item(image=RED), Item(image=BLUE_STRIPES)], "candidate"), "candidate")
+    embeddings = model.embed(
+        model.prepare([Item(image=RED), Item(image=BLUE_STRIPES)], "candidate"), "candidate"
+    )
     embeddings.sum().backward()
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    assert any("projector" in name and "lora_B" in name and p.grad is not None for name, p in trainable.items())
+    assert any(
+        "projector" in name and "lora_B" in name and p.grad is not None
+        for name, p in trainable.items()
+    )
     assert any("language_model" in name and p.grad is not None for name, p in trainable.items())
     assert not any("vision" in name for name in trainable)
 
@@ -109,3 +131,31 @@ def test_letterbox_keeps_aspect_on_white():
     assert pixels.shape == (3, 8, 8)
     assert torch.all(pixels[:, 0, :] == 1.0)  # padding rows are white
     assert torch.all(pixels[:, 4, :] == 0.0)  # the image fills the middle rows
+
+
+def test_fitted_projector_is_saved_and_reloaded(tmp_path):
+    from metaembed.backbones.composite import fit_projector
+
+    model = tiny_model(
+        "composite",
+        projector="linear",
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=["1x1", "2x4"],
+    )
+    composite = model.adapter.composite_model()
+    pixels = torch.rand(3, 3, 56, 56)
+    features = composite.image_features(pixels)  # (3, 4, 16)
+    before = composite.image_tokens(pixels)
+    fit_projector(composite, features, [[5, 6], [7], [8, 9, 10]])
+    assert not torch.allclose(before, composite.image_tokens(pixels))
+    model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "base_model" / "projector.safetensors").is_file()
+    reloaded = MetaEmbedModel.from_pretrained(tmp_path / "saved")
+    items = [Item(image=RED), Item(text="hello")]
+    torch.testing.assert_close(
+        reloaded.encode_candidates(items, show_progress=False),
+        model.encode_candidates(items, show_progress=False),
+    )
+    with pytest.raises(ValueError, match="projector=linear"):
+        fit_projector(tiny_model("composite").adapter.composite_model(), features, [[1]] * 3)

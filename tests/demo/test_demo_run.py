@@ -8,6 +8,10 @@ import math
 
 import pytest
 
+# Imported at collection time, while this folder's conftest is the one named ``conftest``
+# (pytest swaps sys.modules["conftest"] per folder; an import inside a test gets the last one).
+from conftest import write_clipart_tree  # noqa: E402
+
 from metaembed.demo.report import PLOT_FILENAME, RESULTS_FILENAME, format_table, write_outputs
 from metaembed.demo.runner import DemoSettings, run_demo
 from metaembed.demo.training import DemoTrainingConfig, fit_demo_baseline, train_from_config
@@ -15,8 +19,6 @@ from metaembed.demo.training import DemoTrainingConfig, fit_demo_baseline, train
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import write_clipart_tree
-
     folder = tmp_path_factory.mktemp("demo")
     root = write_clipart_tree(folder / "openclipart")
     config = DemoTrainingConfig(

@@ -1,4 +1,4 @@
-"""Openclipart parsing, flattening, the split, the tasks and the training pairs, on a synthetic tree."""
+"""Openclipart parsing, flattening, split, tasks and training pairs, on a synthetic tree."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
           --average pool to g x g--> g*g tokens --layer norm--> projector (Linear-GELU-Linear)
           --rescaled to the LM's embedding RMS--> written over g*g placeholder positions
     text  --tokenizer--> LM token embeddings
-    [image tokens | instruction + text | meta tokens] --> causal LM (first N layers) --> hidden states
+    [image tokens | instruction + text | meta tokens] --> causal LM (first N layers)
+          --> last hidden states
 
 Design choices
 --------------
@@ -48,19 +49,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaembed.backbones.base import BackboneAdapter, check_role, positions_from_mask
-from metaembed.backbones.composite_parts import VisionEncoder, load_language_model, load_vision_encoder
+from metaembed.backbones.composite_parts import (
+    VisionEncoder,
+    load_language_model,
+    load_vision_encoder,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from metaembed.items import Item
 
-__all__ = ["CompositeAdapter", "CompositeModel", "CompositeSpec", "SPEC_FILENAME"]
+__all__ = ["CompositeAdapter", "CompositeModel", "CompositeSpec", "SPEC_FILENAME", "fit_projector"]
 
 logger = logging.getLogger(__name__)
 
 SPEC_FILENAME = "composite_config.json"
 """The spec of a composite base model saved as a folder."""
 
-_LM_TARGETS = r"language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+PROJECTOR_FILENAME = "projector.safetensors"
+"""Fitted projector base weights (only when :func:`fit_projector` warm-started them)."""
+
+_LM_TARGETS = (
+    r"language_model\.layers\.\d+\."
+    r"(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+)
 _PROJECTOR_TARGETS = r"projector\.(0|2)"
 _IMAGE_MARKER = "\u2983image\u2984"
 _MAX_CACHED_IMAGES = 50_000
@@ -82,9 +93,12 @@ class CompositeSpec:
         Average-pool the encoder's feature grid to ``grid x grid`` tokens (``None``: native).
     prompt : {"chat", "plain"}
         ``chat`` renders the user turn with the tokenizer's chat template;
-        ``plain`` is ``instruction\\ntext`` (shorter, cheaper on CPU).
+        ``plain`` is the instruction, a newline and the text (shorter, cheaper on CPU).
     seed : int
         Seeds the projector's starting weights and the tiny test parts.
+    projector : {"mlp", "linear"}
+        Linear-GELU-Linear (LLaVA-1.5) or one linear layer (LLaVA-1; what
+        :func:`fit_projector` warm-starts).
 
     >>> spec = CompositeSpec.parse("tiny-cnn+tiny-llama;layers=1;grid=2")
     >>> spec.layers, spec.grid, spec.prompt
@@ -99,17 +113,24 @@ class CompositeSpec:
     grid: int | None = None
     prompt: str = "chat"
     seed: int = 0
+    projector: str = "mlp"
 
     def __post_init__(self) -> None:
         if self.prompt not in ("chat", "plain"):
             raise ValueError(f"prompt must be 'chat' or 'plain', got {self.prompt!r}")
+        if self.projector not in ("mlp", "linear"):
+            raise ValueError(f"projector must be 'mlp' or 'linear', got {self.projector!r}")
         for name in ("layers", "grid"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be None or >= 1, got {value}")
 
     def __str__(self) -> str:
-        options = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[2:] if getattr(self, f.name) != f.default]
+        options = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)[2:]
+            if getattr(self, f.name) != f.default
+        ]
         return ";".join([f"{self.vision}+{self.language_model}", *options])
 
     @classmethod
@@ -118,7 +139,8 @@ class CompositeSpec:
         head, *options = [part.strip() for part in str(text).split(";")]
         if "+" not in head:
             raise ValueError(
-                f"composite spec {text!r} must look like 'efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3' "
+                f"composite spec {text!r} must look like "
+                "'efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3' "
                 "(or be a folder holding composite_config.json)"
             )
         vision, language_model = head.split("+", 1)
@@ -127,13 +149,19 @@ class CompositeSpec:
         for option in options:
             key, _, value = option.partition("=")
             if key not in known or key in ("vision", "language_model") or not value:
-                raise ValueError(f"bad option {option!r} in composite spec {text!r}; options: layers, grid, prompt, seed")
-            values[key] = value if key == "prompt" else (None if value == "None" else int(value))
+                raise ValueError(
+                    f"bad option {option!r} in composite spec {text!r}; "
+                    "options: layers, grid, prompt, seed, projector"
+                )
+            if key in ("prompt", "projector"):
+                values[key] = value
+            else:
+                values[key] = None if value == "None" else int(value)
         return cls(**values)
 
     @classmethod
     def resolve(cls, name_or_path: str | os.PathLike[str]) -> CompositeSpec:
-        """A spec string, or a folder (or JSON file) written by :meth:`CompositeModel.save_pretrained`."""
+        """Read a spec string, or a folder (or JSON file) written by ``save_pretrained``."""
         path = Path(name_or_path)
         if path.is_dir():
             path = path / SPEC_FILENAME
@@ -155,7 +183,9 @@ class CompositeModel(nn.Module):
         A headless causal LM (``AutoModel``) with Llama-style module names.
     """
 
-    def __init__(self, spec: CompositeSpec, vision: VisionEncoder, language_model: nn.Module) -> None:
+    def __init__(
+        self, spec: CompositeSpec, vision: VisionEncoder, language_model: nn.Module
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.vision_info = vision
@@ -165,16 +195,20 @@ class CompositeModel(nn.Module):
         hidden_size = self.get_input_embeddings().weight.shape[1]
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(spec.seed)
-        self.projector = nn.Sequential(
-            nn.Linear(vision.feature_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
-        )
+        layers: list[nn.Module] = [nn.Linear(vision.feature_dim, hidden_size)]
+        if spec.projector == "mlp":
+            layers += [nn.GELU(), nn.Linear(hidden_size, hidden_size)]
+        self.projector = nn.Sequential(*layers)
         torch.random.set_rng_state(generator_state)
+        self.projector_fitted = False  # True once fit_projector() replaced the seeded weights
         self.projector.requires_grad_(False)
         embedding_rms = self.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt()
         self.register_buffer("embedding_rms", embedding_rms, persistent=False)
         self._feature_cache: dict[str, torch.Tensor] = {}
         folder = os.environ.get("METAEMBED_FEATURE_CACHE_DIR")
-        self.feature_cache_dir = Path(folder) / f"{spec.vision}-grid{spec.grid}-seed{spec.seed}" if folder else None
+        self.feature_cache_dir = (
+            Path(folder) / f"{spec.vision}-grid{spec.grid}-seed{spec.seed}" if folder else None
+        )
 
     def train(self, mode: bool = True) -> CompositeModel:
         """Set train/eval mode; the frozen image encoder always stays in eval mode (batch norm)."""
@@ -183,7 +217,7 @@ class CompositeModel(nn.Module):
         return self
 
     def get_input_embeddings(self) -> nn.Module:
-        """The LM's token embedding (the module the meta-token hook edits)."""
+        """Return the LM's token embedding (the module the meta-token hook edits)."""
         return self.language_model.get_input_embeddings()
 
     @property
@@ -201,8 +235,15 @@ class CompositeModel(nn.Module):
     @torch.no_grad()
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled frozen features ``(N, g*g, C)`` for pixels ``(N, 3, S, S)``, cached by content."""
-        keys = [hashlib.blake2b(image.numpy().tobytes(), digest_size=16).hexdigest() for image in pixel_values.cpu()]
-        missing = [i for i, key in enumerate(keys) if key not in self._feature_cache and not self._load_cached(key)]
+        keys = [
+            hashlib.blake2b(image.numpy().tobytes(), digest_size=16).hexdigest()
+            for image in pixel_values.cpu()
+        ]
+        missing = [
+            i
+            for i, key in enumerate(keys)
+            if key not in self._feature_cache and not self._load_cached(key)
+        ]
         if missing:
             grid = self.vision(pixel_values[missing])  # (M, C, h, w)
             if self.spec.grid is not None:
@@ -210,7 +251,7 @@ class CompositeModel(nn.Module):
             tokens = grid.flatten(2).transpose(1, 2).float()  # (M, g*g, C)
             if len(self._feature_cache) + len(missing) > _MAX_CACHED_IMAGES:
                 self._feature_cache.clear()
-            for index, features in zip(missing, tokens):
+            for index, features in zip(missing, tokens, strict=False):
                 self._feature_cache[keys[index]] = features.cpu()
                 self._store_cached(keys[index], features.cpu())
         return torch.stack([self._feature_cache[key] for key in keys]).to(pixel_values.device)
@@ -256,9 +297,16 @@ class CompositeModel(nn.Module):
         embeddings = self.get_input_embeddings()(input_ids)  # (batch, seq, hidden)
         if pixel_values is not None and pixel_values.shape[0] > 0:
             image_tokens = self.image_tokens(pixel_values).to(embeddings.dtype)  # (N, g*g, hidden)
-            if image_mask is None or int(image_mask.sum()) != image_tokens.shape[0] * image_tokens.shape[1]:
-                raise ValueError("image_mask must mark exactly g*g positions per image given in pixel_values")
-            embeddings = embeddings.masked_scatter(image_mask.unsqueeze(-1), image_tokens)  # (batch, seq, hidden)
+            if (
+                image_mask is None
+                or int(image_mask.sum()) != image_tokens.shape[0] * image_tokens.shape[1]
+            ):
+                raise ValueError(
+                    "image_mask must mark exactly g*g positions per image given in pixel_values"
+                )
+            embeddings = embeddings.masked_scatter(
+                image_mask.unsqueeze(-1), image_tokens
+            )  # (batch, seq, hidden)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)  # (batch, seq)
         return self.language_model(
@@ -269,22 +317,108 @@ class CompositeModel(nn.Module):
             return_dict=True,
         )
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None
+    ) -> None:
         """Checkpoint the LM's layers (the frozen encoder needs no activations kept)."""
-        self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+        self.language_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs
+        )
 
-    def save_pretrained(self, directory: str | os.PathLike[str], state_dict: Any = None, **kwargs: Any) -> None:
-        """Write only ``composite_config.json``: every frozen weight is rebuilt from the spec."""
+    def save_pretrained(
+        self, directory: str | os.PathLike[str], state_dict: Any = None, **kwargs: Any
+    ) -> None:
+        """Write ``composite_config.json`` (+ the projector's base weights once fitted).
+
+        Every other frozen weight is rebuilt from the spec.
+        """
+        from safetensors.torch import save_file
+
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / SPEC_FILENAME).write_text(json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8")
+        (folder / SPEC_FILENAME).write_text(
+            json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8"
+        )
+        if self.projector_fitted:
+            weights = {
+                name.replace(".base_layer.", "."): tensor.detach().float().contiguous()
+                for name, tensor in self.projector.state_dict(prefix="projector.").items()
+                if "lora_" not in name
+            }
+            save_file(weights, str(folder / PROJECTOR_FILENAME))
+
+    def load_projector(self, path: str | os.PathLike[str]) -> None:
+        """Load fitted projector base weights written by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+
+        stored = {k.removeprefix("projector."): v for k, v in load_file(str(path)).items()}
+        self.projector.load_state_dict(stored)
+        self.projector_fitted = True
 
 
-def build_composite(spec: CompositeSpec) -> tuple[CompositeModel, Any]:
-    """Load the parts named by ``spec``; return the model (eval mode) and the tokenizer."""
+def build_composite(
+    spec: CompositeSpec, folder: str | os.PathLike[str] | None = None
+) -> tuple[CompositeModel, Any]:
+    """Load the parts named by ``spec`` (+ fitted projector weights in ``folder``); eval mode."""
     vision = load_vision_encoder(spec.vision, seed=spec.seed)
-    language_model, tokenizer = load_language_model(spec.language_model, spec.layers, seed=spec.seed)
-    return CompositeModel(spec, vision, language_model).eval(), tokenizer
+    language_model, tokenizer = load_language_model(
+        spec.language_model, spec.layers, seed=spec.seed
+    )
+    model = CompositeModel(spec, vision, language_model).eval()
+    if folder is not None and (Path(folder) / PROJECTOR_FILENAME).is_file():
+        model.load_projector(Path(folder) / PROJECTOR_FILENAME)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def fit_projector(
+    model: CompositeModel,
+    image_features: torch.Tensor,
+    text_token_ids: Sequence[Sequence[int]],
+    ridge: float = 1e-2,
+) -> None:
+    """Warm-start a linear projector so image tokens point where their texts' word embeddings are.
+
+    A cheap, closed-form analogue of LLaVA's stage-1 projector alignment: ridge
+    regression from every (layer-normed) grid token of an image to the mean
+    input embedding of its text's tokens. Marks the projector as fitted, so
+    :meth:`CompositeModel.save_pretrained` saves it.
+
+    Parameters
+    ----------
+    model : CompositeModel
+        With ``spec.projector == "linear"`` (possibly wrapped by LoRA already).
+    image_features : torch.Tensor
+        ``(N, g*g, C)`` frozen features (:meth:`CompositeModel.image_features`).
+    text_token_ids : sequence of sequence of int
+        The token ids of each image's text (e.g. title and keywords).
+    ridge : float
+        Ridge strength, relative to the mean diagonal of ``X^T X``.
+    """
+    if model.spec.projector != "linear":
+        raise ValueError(
+            "fit_projector needs a linear projector: add ';projector=linear' to the spec"
+        )
+    if image_features.shape[0] != len(text_token_ids):
+        raise ValueError(f"{image_features.shape[0]} images but {len(text_token_ids)} texts")
+    embedding = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden)
+    targets = torch.stack(
+        [embedding[torch.tensor(list(ids) or [0])].mean(dim=0) for ids in text_token_ids]
+    )  # (N, hidden)
+    features = image_features.float()
+    features = F.layer_norm(features, features.shape[-1:])  # (N, G, C)
+    tokens_per_image = features.shape[1]
+    inputs = features.reshape(-1, features.shape[-1])  # (N*G, C)
+    inputs = torch.cat([inputs, torch.ones(inputs.shape[0], 1)], dim=1)  # (N*G, C+1)
+    outputs = targets.repeat_interleave(tokens_per_image, dim=0)  # (N*G, hidden)
+    gram = inputs.T @ inputs  # (C+1, C+1)
+    strength = ridge * gram.diagonal().mean()
+    solution = torch.linalg.solve(gram + strength * torch.eye(gram.shape[0]), inputs.T @ outputs)
+    linear = model.projector[0]
+    linear = getattr(linear, "base_layer", linear)  # under LoRA, the frozen base weights
+    linear.weight.copy_(solution[:-1].T)  # (hidden, C)
+    linear.bias.copy_(solution[-1])  # (hidden,)
+    model.projector_fitted = True
 
 
 def letterbox(image: Any, size: int) -> torch.Tensor:
@@ -319,8 +453,12 @@ class CompositeAdapter(BackboneAdapter):
     ) -> CompositeAdapter:
         """Build from a spec string or a folder holding ``composite_config.json``."""
         if kwargs:
-            raise TypeError(f"the composite family takes no load options, got {sorted(kwargs)}; put them in the spec")
-        model, tokenizer = build_composite(CompositeSpec.resolve(name_or_path))
+            raise TypeError(
+                f"the composite family takes no load options, got {sorted(kwargs)}; "
+                "put them in the spec"
+            )
+        folder = Path(name_or_path) if Path(name_or_path).is_dir() else None
+        model, tokenizer = build_composite(CompositeSpec.resolve(name_or_path), folder)
         if dtype is not None:
             model.to(dtype)
         if device is not None:
@@ -330,7 +468,12 @@ class CompositeAdapter(BackboneAdapter):
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> CompositeAdapter:
         """Tiny random parts: an 8x8-patch CNN at 56 px and the 2-layer tiny Llama."""
-        settings: dict[str, Any] = {"vision": "tiny-cnn", "language_model": "tiny-llama", "grid": 2, "seed": seed}
+        settings: dict[str, Any] = {
+            "vision": "tiny-cnn",
+            "language_model": "tiny-llama",
+            "grid": 2,
+            "seed": seed,
+        }
         settings.update(overrides)
         model, tokenizer = build_composite(CompositeSpec(**settings))
         return cls(model, tokenizer)
@@ -341,11 +484,15 @@ class CompositeAdapter(BackboneAdapter):
     @property
     def spec(self) -> CompositeSpec:
         """The spec of the wrapped composite model (through a peft wrapper too)."""
-        return self._composite().spec
+        return self.composite_model().spec
 
-    def _composite(self) -> CompositeModel:
+    def composite_model(self) -> CompositeModel:
+        """Return the wrapped :class:`CompositeModel` (under the peft wrapper when there is one)."""
         model = self.model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def _prompt_pieces(self, item: Item) -> tuple[list[int], list[int]]:
         """Token ids before and after the image slot of one item."""
@@ -353,20 +500,21 @@ class CompositeAdapter(BackboneAdapter):
         marker = _IMAGE_MARKER if item.image is not None else ""
         if self.spec.prompt == "chat" and self._has_chat_template(self.tokenizer):
             messages = [{"role": "user", "content": marker + text}]
-            rendered = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            rendered = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
         else:
             rendered = marker + text
         before, _, after = rendered.partition(_IMAGE_MARKER) if marker else ("", "", rendered)
-        encode = lambda piece: self.tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else []  # noqa: E731
-        before_ids, after_ids = encode(before), encode(after)
+        before_ids, after_ids = self._token_ids(before), self._token_ids(after)
         if self.max_length is not None and len(before_ids) + len(after_ids) > self.max_length:
             after_ids = after_ids[: max(0, self.max_length - len(before_ids))]
         return before_ids, after_ids
 
     def build_inputs(self, items: Sequence[Item], role: str) -> dict[str, torch.Tensor]:
-        """Left-padded ids with ``g*g`` placeholder positions per image, ``image_mask``, ``pixel_values``."""
+        """Build left-padded ids with ``g*g`` image positions, ``image_mask``, ``pixel_values``."""
         check_role(role)
-        composite = self._composite()
+        composite = self.composite_model()
         image_length = composite.tokens_per_image
         pad_id = self.meta_placeholder_id
         rows: list[list[int]] = []
@@ -383,18 +531,26 @@ class CompositeAdapter(BackboneAdapter):
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (batch, seq)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (batch, seq)
         image_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (batch, seq)
-        for index, (row, marks) in enumerate(zip(rows, image_rows)):
+        for index, (row, marks) in enumerate(zip(rows, image_rows, strict=False)):
             if row:
                 input_ids[index, width - len(row) :] = torch.tensor(row)
                 attention_mask[index, width - len(row) :] = 1
                 image_mask[index, width - len(row) :] = torch.tensor(marks)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "image_mask": image_mask}
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "image_mask": image_mask,
+        }
         if pixels:
             info = composite.vision_info
-            inputs["pixel_values"] = (torch.stack(pixels) - info.mean) / info.std  # (images, 3, S, S)
+            inputs["pixel_values"] = (
+                torch.stack(pixels) - info.mean
+            ) / info.std  # (images, 3, S, S)
         return inputs
 
-    def extend_per_token_inputs(self, inputs: dict[str, torch.Tensor], num_meta: int) -> dict[str, torch.Tensor]:
+    def extend_per_token_inputs(
+        self, inputs: dict[str, torch.Tensor], num_meta: int
+    ) -> dict[str, torch.Tensor]:
         """Meta positions are text: ``image_mask`` grows by ``num_meta`` False columns."""
         extended = super().extend_per_token_inputs(inputs, num_meta)
         mask = extended["image_mask"]  # (batch, seq)
@@ -402,5 +558,5 @@ class CompositeAdapter(BackboneAdapter):
         return extended
 
     def lora_target_modules(self, include_vision: bool = True) -> str:
-        """The LM's attention + MLP projections and the projector (the CNN encoder stays frozen)."""
+        """Target the LM's attention + MLP projections and the projector (the CNN stays frozen)."""
         return rf".*({_LM_TARGETS}|{_PROJECTOR_TARGETS})"

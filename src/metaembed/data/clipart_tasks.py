@@ -5,7 +5,7 @@ Tasks (queries -> candidates; an instruction says what is asked, as in MMEB):
 ==================  ======================  =================================  ==============
 task                query                   candidates                         relevant
 ==================  ======================  =================================  ==============
-``t2i-title``       the title               held-out images                    images with that title
+``t2i-title``       the title               held-out images                    same-title images
 ``t2i-keywords``    the keywords            held-out images                    that image
 ``t2i-description`` the description         held-out images                    that image
 ``i2t-title``       an image                distinct held-out titles           its title
@@ -136,7 +136,7 @@ class ClipartSplit:
 def eligible_images(
     records: Sequence[ClipartImage], max_title_share: int = 5
 ) -> list[ClipartImage]:
-    """Images whose normalised title has >= 3 characters and is shared by <= ``max_title_share`` images."""
+    """Keep images whose normalised title has >= 3 characters and <= ``max_title_share`` users."""
     counts = Counter(normalise_title(r.title) for r in records)
     return [
         r
@@ -152,14 +152,15 @@ def split_images(
     seed: int = 0,
     max_title_share: int = 5,
 ) -> ClipartSplit:
-    """Fixed split by image of the eligible images (see the module docstring).
+    """Split the eligible images by image, fixed by ``seed`` (see the module docstring).
 
     Raises ``ValueError`` when fewer than ``heldout_size + 1`` images are eligible.
     """
     eligible = sorted(eligible_images(records, max_title_share), key=lambda r: r.image_id)
     if heldout_size < 1 or heldout_size >= len(eligible):
         raise ValueError(
-            f"heldout_size must be in [1, {len(eligible) - 1}] for {len(eligible)} eligible images, "
+            f"heldout_size must be in [1, {len(eligible) - 1}] for {len(eligible)} eligible "
+            "images, "
             f"got {heldout_size}"
         )
     order = list(range(len(eligible)))
@@ -170,7 +171,7 @@ def split_images(
 
 
 def image_item(image: ClipartImage) -> Item:
-    """The candidate / query item of an image (its PNG path, no text)."""
+    """Return the candidate / query item of an image (its PNG path, no text)."""
     return Item(image=image.png_path)
 
 

@@ -87,7 +87,7 @@ def _fill_batches(
     batches: list[list[TrainingPair]] = []
     keys: list[set[str]] = []
     for pair in pairs:
-        for batch, taken in zip(batches, keys):
+        for batch, taken in zip(batches, keys, strict=False):
             if len(batch) < batch_size and pair.key not in taken:
                 batch.append(pair)
                 taken.add(pair.key)

@@ -158,7 +158,7 @@ def parse_svg_metadata(svg_text: str) -> tuple[str, tuple[str, ...], str]:
 
 
 def check_installed(root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
-    """Return ``root`` if both ``png/`` and ``svg/`` are there, else raise with the install command."""
+    """Return ``root`` if ``png/`` and ``svg/`` are there, else raise naming the install command."""
     root = Path(root)
     missing = [name for name in ("png", "svg") if not (root / name).is_dir()]
     if missing:
@@ -275,7 +275,7 @@ def _write_cache(path: Path, root: Path, records: Sequence[ClipartImage]) -> Non
 
 
 def flatten_on_white(image, max_side: int | None = None):  # noqa: ANN001, ANN201 - PIL types
-    """Composite a PIL image of any mode on a white background; return RGB, longest side <= ``max_side``.
+    """Composite a PIL image of any mode on white; return RGB, longest side <= ``max_side``.
 
     >>> from PIL import Image
     >>> transparent = Image.new("RGBA", (4, 2), (0, 0, 0, 0))

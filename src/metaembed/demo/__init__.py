@@ -1,4 +1,4 @@
-"""The offline demo: a real small MetaEmbed model on openclipart, its baselines and the budget sweep.
+"""The offline demo: a real small MetaEmbed model on openclipart, baselines, the budget sweep.
 
 Library functions only (they return results and never print); ``metaembed demo``
 in :mod:`metaembed_cli.demo` prints them.

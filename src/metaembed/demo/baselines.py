@@ -51,7 +51,7 @@ def minilm_folder() -> Path:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 sentence vectors: mean of token states over the attention mask, L2-normalised.
+    """all-MiniLM-L6-v2 sentence vectors: mean of token states over the mask, L2-normalised.
 
     Parameters
     ----------
@@ -120,7 +120,8 @@ def fit_linear_map(
     """
     if image_features.shape[0] != text_vectors.shape[0] or image_features.shape[0] < 2:
         raise ValueError(
-            f"need >= 2 paired rows, got {image_features.shape[0]} image and {text_vectors.shape[0]} text rows"
+            f"need >= 2 paired rows, got {image_features.shape[0]} image and "
+            f"{text_vectors.shape[0]} text rows"
         )
     generator = torch.Generator().manual_seed(seed)
     features = F.layer_norm(image_features.float(), image_features.shape[-1:])  # (N, C)
@@ -177,7 +178,7 @@ def load_linear_map(folder: str | Path) -> nn.Linear:
 
 
 def describe() -> dict[str, Any]:
-    """A short description of the baseline for results files."""
+    """Describe the baseline for results files."""
     return {
         "name": "MiniLM + EfficientNet linear map",
         "text": "all-MiniLM-L6-v2, mean pooling (frozen)",

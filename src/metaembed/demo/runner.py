@@ -108,7 +108,7 @@ def _collections(tasks: dict[str, RetrievalTask]) -> dict[str, str]:
 def encode_tasks(
     model: Any, tasks: dict[str, RetrievalTask], batch_size: int = 16, show_progress: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Full-budget embeddings: ``{task: (Nq, R_q, D)}`` queries and ``{collection: (Nc, R_c, D)}`` candidates.
+    """Encode at the full budget: ``{task: (Nq, R_q, D)}`` and ``{collection: (Nc, R_c, D)}``.
 
     Distinct query items are encoded once across tasks; the t2i tasks share one image collection.
     """
@@ -167,7 +167,7 @@ def search_tasks(
     budget: Budget,
     k: int = 10,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any], float]:
-    """Search every task under ``budget``; return per-task metrics, raw results and ms per t2i query."""
+    """Search every task under ``budget``; return per-task metrics, results, ms per t2i query."""
     from metaembed.evaluation.metrics import evaluate
 
     collections = _collections(tasks)
@@ -232,7 +232,8 @@ def _read_split_settings(model_dir: Path) -> dict[str, Any]:
     path = model_dir / TRAINING_CONFIG_FILENAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: {model_dir} is not a demo model; train one with: metaembed demo --train"
+            f"{path} not found: {model_dir} is not a demo model; "
+            "train one with: metaembed demo --train"
         )
     saved = json.loads(path.read_text(encoding="utf-8"))
     return {key: saved[key] for key in ("heldout_size", "split_seed", "max_title_share")}
@@ -248,7 +249,7 @@ def baseline_rows(
     show_progress: bool,
     backend: str = "torch",
 ) -> list[dict[str, Any]]:
-    """The single-vector baseline (:mod:`.baselines`) on the same tasks, through the same index code."""
+    """Run the single-vector baseline (:mod:`.baselines`) on the same tasks and index code."""
     from metaembed.demo.baselines import MiniLMEncoder, load_linear_map, map_images
 
     image_map = load_linear_map(model_dir)
@@ -262,7 +263,7 @@ def baseline_rows(
         )
     )
     features = image_features(model, images, show_progress=show_progress).mean(dim=1)  # (N, C)
-    image_vectors = dict(zip(images, map_images(image_map, features)))  # path -> (D,)
+    image_vectors = dict(zip(images, map_images(image_map, features), strict=False))  # path -> (D,)
 
     def vectors(items: Sequence[Item]) -> torch.Tensor:
         texts = [item.text or "" for item in items if item.image is None]
@@ -298,14 +299,14 @@ def baseline_rows(
 def image_features(
     model: Any, images: Sequence[Any], batch_size: int = 32, show_progress: bool = False
 ) -> torch.Tensor:
-    """Frozen encoder features ``(N, g*g, C)`` of image paths, through the composite backbone's cache."""
+    """Return frozen encoder features ``(N, g*g, C)`` of image paths (composite's cache)."""
     from tqdm.auto import tqdm
 
     from metaembed.backbones.composite import letterbox
     from metaembed.items import load_image
 
     adapter = model.adapter
-    composite = adapter._composite()
+    composite = adapter.composite_model()
     info = composite.vision_info
     batches = []
     for start in tqdm(
@@ -328,7 +329,7 @@ def example_searches(
     count: int,
     top: int = 3,
 ) -> list[dict[str, Any]]:
-    """The first ``count`` title queries with the titles of their top images."""
+    """Return the first ``count`` title queries with the titles of their top images."""
     task = tasks["t2i-title"]
     result = results["t2i-title"]
     examples = []

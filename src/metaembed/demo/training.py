@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoTrainingConfig:
-    """Everything that defines the demo model and how it is trained (see ``configs/demo-openclipart.yaml``)."""
+    """Everything that defines the demo model and its training (see the YAML config)."""
 
     base_model: str = "efficientnet-lite0+smollm2-135m-instruct;layers=6;grid=3;prompt=plain"
     output_dir: str = "models/demo"
@@ -57,6 +57,7 @@ class DemoTrainingConfig:
     split_seed: int = 0
     max_title_share: int = 5
     max_train_images: int | None = 1200
+    fit_projector: bool = False
     task_fractions: Mapping[str, float] = field(default_factory=lambda: {"classification": 0.3})
     openclipart_root: str = "/usr/share/openclipart"
     data_cache: str = "cache/openclipart"
@@ -127,10 +128,25 @@ def _learning_rate_factor(step: int, config: DemoTrainingConfig) -> float:
     return min(1.0, (step + 1) / max(1, config.warmup_steps))
 
 
+def warm_start_projector(model: Any, images: Any) -> None:
+    """Fit the composite's linear projector on (image, title + keywords) train pairs."""
+    from metaembed.backbones.composite import fit_projector
+    from metaembed.data.clipart_tasks import keyword_text
+    from metaembed.demo.runner import image_features
+
+    features = image_features(model, [image.png_path for image in images])  # (N, G, C)
+    tokenizer = model.adapter.tokenizer
+    texts = [f"{image.title} {keyword_text(image)}".strip() for image in images]
+    token_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    fit_projector(model.adapter.composite_model(), features, token_ids)
+    logger.info("projector warm-started on %d images", len(images))
+
+
 def train_demo_model(
     config: DemoTrainingConfig,
     batches: Any,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    warm_start_images: Any = None,
 ) -> DemoTrainingResult:
     """Train from ``batches`` (an iterable of lists of :class:`TrainingPair`) and save the model.
 
@@ -148,6 +164,8 @@ def train_demo_model(
 
     torch.manual_seed(config.seed)
     model = _build_model(config).train()
+    if warm_start_images is not None:
+        warm_start_projector(model, warm_start_images)
     loss_function = MMRLoss(groups=config.groups, temperature=config.temperature)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
@@ -187,14 +205,14 @@ def train_demo_model(
         if on_step is not None:
             on_step(record)
         if step % config.checkpoint_every == 0:
-            model.save_pretrained(config.output_dir)
+            model.save_pretrained(config.output_dir, save_base_model=config.fit_projector)
             _save_config(config, step)
     if step == 0:
         raise ValueError(
             "no training batch: the data gave no batch of at least min_batch_size pairs; "
             "lower min_batch_size or use more training images"
         )
-    model.save_pretrained(config.output_dir)
+    model.save_pretrained(config.output_dir, save_base_model=config.fit_projector)
     _save_config(config, step)
     return DemoTrainingResult(Path(config.output_dir), step, time.perf_counter() - start, history)
 
@@ -204,7 +222,7 @@ def train_from_config(
     on_step: Callable[[dict[str, float]], None] | None = None,
     show_progress: bool = False,
 ) -> DemoTrainingResult:
-    """Prepare the openclipart split (:func:`~metaembed.demo.dataset.prepare_demo_data`) and train on it."""
+    """Prepare the split (:func:`~metaembed.demo.dataset.prepare_demo_data`) and train on it."""
     from metaembed.data.clipart_training import task_batches, training_pairs
     from metaembed.demo.dataset import prepare_demo_data
 
@@ -229,7 +247,8 @@ def train_from_config(
         task_fractions=dict(config.task_fractions),
         min_batch_size=config.min_batch_size,
     )
-    return train_demo_model(config, batches, on_step=on_step)
+    warm_start = train_images if config.fit_projector else None
+    return train_demo_model(config, batches, on_step=on_step, warm_start_images=warm_start)
 
 
 def fit_demo_baseline(config: DemoTrainingConfig, show_progress: bool = False) -> Path:
