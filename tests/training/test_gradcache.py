@@ -39,7 +39,7 @@ def batch(toy_data_path):
 
 @pytest.fixture(scope="module")
 def toy_data_path():
-    from conftest import TOY_DATA
+    from training_support import TOY_DATA
 
     return TOY_DATA
 
@@ -91,3 +91,31 @@ def test_random_state_replays_dropout():
     torch.set_rng_state(state.cpu)
     dropout(values)
     assert torch.equal(torch.rand(3), after)  # replay left the outer random stream untouched
+
+
+def test_step_wires_each_querys_own_negatives(model, tmp_path):
+    """Two hard negatives per query: the step's loss is MMRLoss on hand-embedded tensors."""
+    from training_support import write_jsonl
+
+    rows = [
+        {"query_text": f"query {i}", "positive_text": f"answer {i}",
+         "negative_text": [f"wrong {i} a", f"wrong {i} b"]}
+        for i in range(4)
+    ]  # fmt: skip
+    examples = load_training_data([str(write_jsonl(tmp_path / "two.jsonl", rows))]).examples
+    batch = collate(examples, num_hard_negatives=2)
+    loss_fn = MMRLoss(groups=model.config.groups, temperature=0.03)
+    with torch.no_grad():
+        queries = model.embed(model.prepare([e.query for e in examples], "query"), "query")
+        positives = model.embed(
+            model.prepare([e.positive for e in examples], "candidate"), "candidate"
+        )
+        per_query = [model.prepare(list(e.negatives), "candidate") for e in examples]
+        negatives = torch.stack([model.embed(inputs, "candidate") for inputs in per_query])
+        # negatives: (4 queries, 2, Rc, D)
+        expected = loss_fn(queries, positives, negatives)
+    for chunk_size in (0, 3):
+        got = contrastive_step(model, loss_fn, batch, chunk_size=chunk_size, backward=False)
+        torch.testing.assert_close(got.loss, expected.loss, rtol=1e-5, atol=1e-6)
+    swapped = loss_fn(queries, positives, negatives.flip(0))  # other queries' negatives
+    assert not torch.allclose(swapped.loss, expected.loss)
