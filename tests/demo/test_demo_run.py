@@ -8,9 +8,7 @@ import math
 
 import pytest
 
-# Imported at collection time, while this folder's conftest is the one named ``conftest``
-# (pytest swaps sys.modules["conftest"] per folder; an import inside a test gets the last one).
-from conftest import write_clipart_tree  # noqa: E402
+from tests.demo.clipart_support import write_clipart_tree
 
 from metaembed.demo.report import PLOT_FILENAME, RESULTS_FILENAME, format_table, write_outputs
 from metaembed.demo.runner import DemoSettings, run_demo

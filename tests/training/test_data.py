@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import write_jsonl
+from tests.training.training_support import write_jsonl
 from metaembed.training.collator import collate
 from metaembed.training.data import (
     DataError,

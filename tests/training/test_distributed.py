@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
+from tests.training.training_support import tiny_config
 from metaembed.losses.mmr import MMRLoss
 from metaembed.training.checkpoint import STATE_FILE
 from metaembed.training.collator import shard_bounds

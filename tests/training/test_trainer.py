@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from tests.training.training_support import tiny_config
 from metaembed.training.checkpoint import STATE_FILE, latest_checkpoint
 from metaembed.training.trainer import train
 
@@ -36,6 +36,8 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert tuple(embeddings.shape) == (1, 2, 32)
     saved = json.loads((tmp_path / "run" / "training_config.json").read_text())
     assert saved["max_steps"] == 12
+    summary = json.loads((tmp_path / "run" / "train_result.json").read_text())
+    assert summary["steps"] == 12 and summary["best_checkpoint"] == str(result.best_checkpoint)
 
 
 def test_killed_run_resumes_to_the_same_state(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from conftest import TOY_DATA, write_jsonl
+from tests.training.training_support import TOY_DATA, write_jsonl
 from metaembed.training.trainer import train
 
 
@@ -39,7 +39,7 @@ def _image_rows(folder):
 def test_image_rows_train_a_vision_language_model(tmp_path, placeholder):
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data/ImageNet_1K.jsonl", _image_rows(tmp_path / "data"))
-    from conftest import tiny_config
+    from tests.training.training_support import tiny_config
 
     config = tiny_config(
         tmp_path / "run",
@@ -60,7 +60,7 @@ def test_image_rows_train_a_vision_language_model(tmp_path, placeholder):
 def test_text_only_family_refuses_image_rows(tmp_path):
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data/a.jsonl", _image_rows(tmp_path / "data"))
-    from conftest import tiny_config
+    from tests.training.training_support import tiny_config
 
     with pytest.raises(ValueError, match="text-only"):
         train(tiny_config(tmp_path / "run", train_data=[str(tmp_path / "data")]))
