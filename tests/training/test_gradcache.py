@@ -39,7 +39,7 @@ def batch(toy_data_path):
 
 @pytest.fixture(scope="module")
 def toy_data_path():
-    from training_support import TOY_DATA
+    from tests.training.training_support import TOY_DATA
 
     return TOY_DATA
 
@@ -95,7 +95,7 @@ def test_random_state_replays_dropout():
 
 def test_step_wires_each_querys_own_negatives(model, tmp_path):
     """Two hard negatives per query: the step's loss is MMRLoss on hand-embedded tensors."""
-    from training_support import write_jsonl
+    from tests.training.training_support import write_jsonl
 
     rows = [
         {"query_text": f"query {i}", "positive_text": f"answer {i}",
