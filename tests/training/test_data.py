@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.training.training_support import write_jsonl
 from metaembed.training.collator import collate
 from metaembed.training.data import (
     DataError,
@@ -19,6 +18,7 @@ from metaembed.training.data import (
     load_training_data,
     split_held_out,
 )
+from tests.training.training_support import write_jsonl
 
 
 def _png(path, colour=(200, 0, 0)):

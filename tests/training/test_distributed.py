@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from tests.training.training_support import tiny_config
 from metaembed.losses.mmr import MMRLoss
 from metaembed.training.checkpoint import STATE_FILE
 from metaembed.training.collator import shard_bounds
 from metaembed.training.distributed import gather_with_grad
 from metaembed.training.trainer import train
+from tests.training.training_support import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = (3, 2)  # uneven shards: 5 queries in all

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from tests.training.training_support import tiny_config
 from metaembed.training.checkpoint import STATE_FILE, latest_checkpoint
 from metaembed.training.trainer import train
+from tests.training.training_support import tiny_config
 
 
 def _weights(directory):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from tests.training.training_support import TOY_DATA, write_jsonl
 from metaembed.training.trainer import train
+from tests.training.training_support import TOY_DATA, write_jsonl
 
 
 def _image_rows(folder):

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from metaembed.losses.mmr import MMRLoss
+from metaembed.model.config import write_text_atomic
 from metaembed.training.arguments import TrainingConfig
 from metaembed.training.checkpoint import (
     latest_checkpoint,
@@ -97,6 +98,23 @@ class TrainResult:
     best_eval_loss: float | None = None
     resumed_from: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """JSON of the result without the history (that lives in the checkpoints)."""
+        data = {
+            "output_dir": str(self.output_dir),
+            "best_checkpoint": None if self.best_checkpoint is None else str(self.best_checkpoint),
+            "final_checkpoint": None
+            if self.final_checkpoint is None
+            else str(self.final_checkpoint),
+            "steps": self.steps,
+            "seconds": round(self.seconds, 3),
+            "stopped_early": self.stopped_early,
+            "best_eval_loss": self.best_eval_loss,
+            "resumed_from": None if self.resumed_from is None else str(self.resumed_from),
+            **self.extra,
+        }
+        return json.dumps(data, indent=1)
 
     def summary(self) -> str:
         """One paragraph for the end of a run."""
@@ -343,9 +361,8 @@ class Trainer:
         started = time.monotonic()
         if context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "training_config.json").write_text(
-                json.dumps(config.to_dict(), indent=1, default=str)
-            )
+            text = json.dumps(config.to_dict(), indent=1, default=str)
+            write_text_atomic(self.output_dir / "training_config.json", text + "\n")
         bar = _progress(self.total_steps, self.step, config.show_progress and context.is_main)
         stopped_early = False
         while self.step < self.total_steps and not stopped_early:
@@ -373,6 +390,7 @@ class Trainer:
         final = self._export(self.output_dir / "final")
         result = self._result(started, final=final, stopped_early=stopped_early)
         if context.is_main:
+            write_text_atomic(self.output_dir / "train_result.json", result.to_json() + "\n")
             logger.info("%s", result.summary())
         return result
 
