@@ -86,3 +86,15 @@ def test_shipped_training_configs_load():
     for path in configs:
         config = load_config(path)
         assert config.train_data and config.output_dir.startswith("runs/"), path
+
+
+def test_data_and_image_folders_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    (tmp_path / "c.yaml").write_text(
+        "tiny_family: llama\ntrain_data:\n  - {path: train.jsonl, images_root: images}\n"
+        "  - {path: 'hf:vidore/colpali_train_set'}\n"
+    )
+    first, hub = load_config(tmp_path / "c.yaml").train_data
+    assert first == {"path": str(tmp_path / "train.jsonl"), "images_root": str(tmp_path / "images")}
+    assert hub == {"path": "hf:vidore/colpali_train_set"}

@@ -324,9 +324,10 @@ def _resolve_data_paths(values: dict[str, Any], folder: Path) -> dict[str, Any]:
     resolved = []
     for source in sources:
         spec = {"path": source} if isinstance(source, str) else dict(source)
-        path = str(spec.get("path", ""))
-        if path and not path.startswith("hf:") and not Path(path).is_absolute():
-            if not Path(path).exists() and (folder / path).exists():
-                spec["path"] = str(folder / path)
+        for key in ("path", "images_root"):
+            path = str(spec.get(key) or "")
+            if path and not path.startswith("hf:") and not Path(path).is_absolute():
+                if not Path(path).exists() and (folder / path).exists():
+                    spec[key] = str(folder / path)
         resolved.append(spec["path"] if isinstance(source, str) else spec)
     return {**values, "train_data": resolved}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import torch
 
 from metaembed.losses.mmr import MMRLoss
 from metaembed.model.config import write_text_atomic
-from metaembed.training.arguments import TrainingConfig
+from metaembed.training.arguments import TrainingConfig, load_config
 from metaembed.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -128,8 +129,13 @@ class TrainResult:
         )
 
 
-def train(config: TrainingConfig) -> TrainResult:
-    """Train a MetaEmbed model as ``config`` says (one process or under ``torchrun``)."""
+def train(config: TrainingConfig | str | os.PathLike[str]) -> TrainResult:
+    """Train a MetaEmbed model as ``config`` says (one process or under ``torchrun``).
+
+    ``config`` is a :class:`TrainingConfig` or the path of a YAML/TOML config file.
+    """
+    if not isinstance(config, TrainingConfig):
+        config = load_config(config)
     context = init_distributed(config.strategy)
     return Trainer(config, context).run()
 
