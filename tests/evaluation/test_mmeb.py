@@ -106,6 +106,7 @@ def test_run_mmeb_end_to_end_with_stand_in(mmeb_folder, encoder):
     # each distinct candidate encoded once: 5 labels, then 5 images (shared across rows).
     assert ("candidate", 5) in encoder.calls and all(n <= 5 for _, n in encoder.calls)
     assert result.tasks["MSCOCO_t2i"]["distinct_candidates"] == 5
+    assert result.tasks["ImageNet-1K"]["chance"] == pytest.approx(1 / 5)
 
 
 def test_wrong_answers_are_counted(mmeb_folder, encoder, kit):

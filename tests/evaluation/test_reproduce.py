@@ -138,3 +138,12 @@ def test_word_tokens_are_whole_distinct_and_encode():
     assert torch.cdist(rows, rows).add(torch.eye(added) * 1e3).min() > 0  # no two rows equal
     after = model.encode_queries(["a red circle"], show_progress=False)
     assert after.shape == before.shape and not torch.allclose(after, before)
+
+
+def test_chance_row_and_line(tmp_path, results):
+    for entry in results["variants"].values():
+        for facts in entry["sweep"]["tasks"].values():
+            facts["chance"] = 0.125
+    text = write_ablation_report(results, tmp_path)["markdown"].read_text()
+    assert "| chance (random scores) | 12.5 | 0.0 | - |" in text
+    assert "Random scores would give 12.5%" in text and "split-16x64 +7.5" in text

@@ -70,6 +70,25 @@ def ablation_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def chance_row(sweep: SweepResult) -> dict[str, Any] | None:
+    """P@1 of random scores (mean of 1 / candidates per row), as a table row; None if unknown."""
+    chances = {name: facts["chance"] for name, facts in sweep.tasks.items() if "chance" in facts}
+    if not chances or len(chances) != len(sweep.tasks):
+        return None
+    budget = sweep.budgets[0]
+    chance_sweep = SweepResult(sweep.benchmark, sweep.metric, {budget: chances}, sweep.task_groups)
+    summary = chance_sweep.summary(budget)
+    return {
+        "name": "chance (random scores)",
+        "variant": "chance",
+        "budget": budget,
+        "overall": summary["overall"],
+        "stderr": 0.0,
+        "delta": math.nan,
+        "groups": {k: v for k, v in summary.items() if k != "overall"},
+    }
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     groups = list(dict.fromkeys(g for row in rows for g in row["groups"]))
     header = ["Variant", "Overall (%)", "± s.e.", "Δ vs single-last", *groups]
@@ -79,7 +98,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             row["name"],
             f"{100 * row['overall']:.1f}",
             f"{100 * row['stderr']:.1f}",
-            f"{row['delta']:+.1f}",
+            "-" if math.isnan(row["delta"]) else f"{row['delta']:+.1f}",
         ]
         cells += [f"{100 * row['groups'][g]:.1f}" if g in row["groups"] else "-" for g in groups]
         lines.append("| " + " | ".join(cells) + " |")
@@ -118,6 +137,17 @@ def _findings(rows: list[dict[str, Any]], largest: str) -> list[str]:
     if len(curve) > 1:
         values = ", ".join(f"{100 * r['overall']:.1f}" for r in curve)
         lines.append(f"- MetaEmbed accuracy from the smallest to the largest budget: {values}")
+    chance = next((r for r in rows if r["variant"] == "chance"), None)
+    if chance is not None:
+        above = [r for r in rows if r["variant"] != "chance"]
+        margins = ", ".join(
+            f"{r['name']} {100 * (r['overall'] - chance['overall']):+.1f}" for r in above
+        )
+        lines.append(
+            f"- Random scores would give {100 * chance['overall']:.1f}%; each row minus that "
+            f"(points): {margins}. A result below chance means tied or anti-correlated scores "
+            "(ties count as misses)."
+        )
     return lines
 
 
@@ -141,11 +171,14 @@ def write_ablation_report(
         for label in ("MetaEmbed", "NoMMR", f"split-{largest}")
         if label in sweeps
     }
+    chance = chance_row(next(iter(sweeps.values())))
     baselines = {
         label: sweeps[label].summary("1x1")["overall"]
         for label in ("single-last", "single-mean")
         if label in sweeps
     }
+    if chance is not None:
+        baselines["chance (random scores)"] = chance["overall"]
     plot_budget_curves(
         curves,
         paths["plot"],
@@ -153,7 +186,8 @@ def write_ablation_report(
         title="Ablations (synthetic, tiny model)",
         baselines=baselines,
     )
-    write_text_atomic(paths["markdown"], _markdown(results, rows, sweeps, largest, command))
+    table_rows = rows if chance is None else [*rows, chance]
+    write_text_atomic(paths["markdown"], _markdown(results, table_rows, sweeps, largest, command))
     return paths
 
 
@@ -172,11 +206,11 @@ def _markdown(
         "",
         f"Reproduce with `{command}`." if command else "",
         "",
-        f"Tiny `{settings['family']}` model trained from scratch on CPU, identically for every "
+        f"Tiny random `{settings['family']}` model trained on CPU, identically for every "
         f"variant: {settings['steps']} steps of {settings['batch_size']} (query, positive, "
         "hard negative) triples, "
         f"learning rate {settings['learning_rate']}, temperature {settings['temperature']}, "
-        f"LoRA r={settings['lora_r']} (0 = all weights trained), seed {settings['seed']}, "
+        f"LoRA r = alpha = {settings['lora_r']}, seed {settings['seed']}, "
         f"R_q={settings['num_query_tokens']}, R_c={settings['num_candidate_tokens']}. "
         f"Trainer: `{results['trainer']}`. "
         f"Data: {data['train_examples']} training examples per in-distribution task; "

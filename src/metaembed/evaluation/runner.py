@@ -132,6 +132,7 @@ def run_mmeb(
             "skipped_rows": dict(task.skipped),
             "distinct_queries": int(query_embeddings.shape[0]),
             "distinct_candidates": int(candidate_embeddings.shape[0]),
+            "chance": sum(1 / len(row.candidates) for row in task.rows) / len(task.rows),
             "seconds": round(time.perf_counter() - started, 3),
         }
         logger.info("%s: %s", task.name, {b: round(scores[b][task.name], 4) for b in scores})

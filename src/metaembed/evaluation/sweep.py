@@ -218,8 +218,9 @@ def plot_budget_curves(
         ordered = sorted(values, key=lambda b: positions[str(Budget.parse(b))])
         xs = [positions[str(Budget.parse(b))] for b in ordered]
         axes.plot(xs, [100 * values[b] for b in ordered], marker="o", label=label)
-    for label, value in (baselines or {}).items():
-        axes.axhline(100 * value, linestyle="--", linewidth=1, label=label)
+    for index, (label, value) in enumerate((baselines or {}).items()):
+        colour = "0.5" if label.startswith("chance") else f"C{len(curves) + index}"
+        axes.axhline(100 * value, linestyle="--", linewidth=1, color=colour, label=label)
     axes.set_xticks(range(len(budgets)), [f"({b.r_q},{b.r_c})" for b in budgets])
     axes.set_xlabel("retrieval budget (r_q, r_c)")
     axes.set_ylabel(f"{metric} (%)")
