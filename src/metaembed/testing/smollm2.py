@@ -62,7 +62,13 @@ def smollm2_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     gguf = smollm2_gguf_path()
     logger.info("converting %s to %s (once, about 40 s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses to save a GGUF-loaded model; the weights are already de-quantised,
+    # so rebuild a plain model without the quantization config and save that.
+    settings = quantised.config.to_dict()
+    settings.pop("quantization_config", None)
+    model = type(quantised)(type(quantised.config).from_dict(settings))
+    model.load_state_dict(quantised.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
