@@ -88,3 +88,14 @@ def test_early_stopping_and_baseline_flag(tmp_path):
 def test_batch_larger_than_data_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="batch_size 1000 is larger than"):
         train(tiny_config(tmp_path / "run", batch_size=1000))
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path):
+    common = dict(max_steps=2, chunk_size=3, save_steps=2)
+    train(tiny_config(tmp_path / "plain", **common))
+    train(tiny_config(tmp_path / "checkpointed", gradient_checkpointing=True, **common))
+    plain = _weights(tmp_path / "plain/checkpoint-000002")
+    checkpointed = _weights(tmp_path / "checkpointed/checkpoint-000002")
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-5, msg=name)
