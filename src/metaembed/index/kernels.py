@@ -167,6 +167,7 @@ def score_tiers(
     *,
     backend: str = "auto",
     block_candidates: int | None = None,
+    num_threads: int | None = None,
 ) -> torch.Tensor:
     """Budgeted MaxSim of every query against every candidate of tiered storage.
 
@@ -186,7 +187,10 @@ def score_tiers(
     backend : str
         ``"auto"`` (numba when available, torch for CUDA tensors), ``"numba"`` or ``"torch"``.
     block_candidates : int, optional
-        Candidates decoded per block (memory bound); chosen from the cache size by default.
+        Candidates decoded per block by the torch backend (memory bound); chosen
+        from the cache size by default. The numba backend decodes one candidate at a time.
+    num_threads : int, optional
+        Threads of the numba backend; ``torch.get_num_threads()`` by default.
 
     Returns
     -------
@@ -215,9 +219,7 @@ def score_tiers(
             )
         if on_cuda:
             raise ValueError("backend='numba' runs on CPU arrays; CUDA tensors use backend='torch'")
-        return module.score_tiers_numba(
-            query_embeddings, tiers, scales, r_c, dtype, block_candidates
-        )
+        return module.score_tiers_numba(query_embeddings, tiers, scales, r_c, dtype, num_threads)
     if backend != "torch":
         raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'numba' or 'torch'")
     return _score_torch(query_embeddings, tiers, scales, r_c, dtype, block_candidates)
