@@ -36,6 +36,7 @@ __all__ = ["score_tiers_numba"]
 _KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
 _HALF_SCALE = np.float32(2.0**112)
 _NO_SCALES = np.ones((1, 1), dtype=np.float32)
+_NO_SCALES.flags.writeable = False
 MAX_TIERS = 8
 """Tiers the compiled kernel reads (padded to this count: one compiled signature per dtype)."""
 
@@ -134,10 +135,13 @@ def _score_range(queries, tiers, scales, takes, kind, num_queries, r_q, start, s
 
 
 def _plain(values: Any, dtype: Any = None) -> np.ndarray:
+    """A C-contiguous, read-only ndarray view (memory maps are read-only: one signature for all)."""
     array = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if dtype is not None and array.dtype != dtype:
         array = array.view(dtype)
-    return np.ascontiguousarray(array)
+    view = np.ascontiguousarray(array).view()
+    view.flags.writeable = False
+    return view
 
 
 @functools.lru_cache(maxsize=1)
@@ -160,7 +164,7 @@ def _padded_tiers(
         used_scales.append(_plain(scales[index], np.float32) if dtype == "int8" else _NO_SCALES)
     if len(used) > MAX_TIERS:
         raise ValueError(f"the numba kernel reads at most {MAX_TIERS} tiers, got {len(used)}")
-    empty = np.empty((0, 0, dim), dtype=used[0].dtype)
+    empty = _plain(np.empty((0, 0, dim), dtype=used[0].dtype))
     padding = MAX_TIERS - len(used)
     return (
         tuple(used) + (empty,) * padding,
