@@ -99,3 +99,33 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path):
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from metaembed.training.trainer import Trainer
+
+    common = dict(max_steps=5, save_steps=4, chunk_size=3)
+    train(tiny_config(tmp_path / "a", **common))
+    original = Trainer.train_step
+
+    def step_then_sigterm(self):
+        record = original(self)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # e.g. a preempted job
+        return record
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_sigterm)
+    stopped = train(tiny_config(tmp_path / "b", **common))
+    assert stopped.steps == 3 and stopped.final_checkpoint is None
+    assert latest_checkpoint(tmp_path / "b").name == "checkpoint-000003"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = train(tiny_config(tmp_path / "b", **common))
+    assert resumed.resumed_from.name == "checkpoint-000003" and resumed.steps == 5
+    final_a = _weights(tmp_path / "a/checkpoint-000005")
+    final_b = _weights(tmp_path / "b/checkpoint-000005")
+    for name in final_a:
+        torch.testing.assert_close(final_b[name], final_a[name], rtol=0, atol=1e-7, msg=name)

@@ -28,7 +28,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +148,26 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(
         total=total, initial=initial, desc="train", disable=not (enabled and sys.stderr.isatty())
     )
+
+
+class _SigtermFlag:
+    """Turn SIGTERM (preemption, ``kill``) into a flag checked after every step."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def __enter__(self) -> _SigtermFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class Trainer:
@@ -362,7 +384,11 @@ class Trainer:
         )
 
     def run(self) -> TrainResult:
-        """Train until ``total_steps``, early stopping or ``stop_after_steps``."""
+        """Train until ``total_steps``, early stopping, ``stop_after_steps`` or SIGTERM.
+
+        On SIGTERM the current step finishes, a checkpoint is saved and the
+        run returns (``final_checkpoint`` None); rerunning resumes from it.
+        """
         config, context = self.config, self.context
         started = time.monotonic()
         if context.is_main:
@@ -371,21 +397,20 @@ class Trainer:
             write_text_atomic(self.output_dir / "training_config.json", text + "\n")
         bar = _progress(self.total_steps, self.step, config.show_progress and context.is_main)
         stopped_early = False
-        while self.step < self.total_steps and not stopped_early:
-            record = self.train_step()
-            self.history.append(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if context.is_main and self._due(config.logging_steps):
-                self._log_window()
-            if self._due(config.eval_steps):
-                evaluation = self.evaluate()
-                stopped_early = evaluation is not None and self._after_evaluation(evaluation)
-            if self._due(config.save_steps):
-                self.save()
-            if config.stop_after_steps is not None and self.step >= config.stop_after_steps:
-                bar.close()
-                return self._result(started, final=None, stopped_early=False)
+        with _SigtermFlag() as sigterm:
+            while self.step < self.total_steps and not stopped_early:
+                stopped_early = self._one_step(bar)
+                interrupted = (
+                    config.stop_after_steps is not None and self.step >= config.stop_after_steps
+                )
+                if self._agreed(sigterm.received):
+                    logger.warning("SIGTERM: saving checkpoint-%06d and stopping", self.step)
+                    if not self._due(config.save_steps):
+                        self.save()
+                    interrupted = True
+                if interrupted:
+                    bar.close()
+                    return self._result(started, final=None, stopped_early=False)
         bar.close()
         if not any(r.get("step") == self.step and "eval_loss" in r for r in self.history):
             evaluation = self.evaluate()
@@ -399,6 +424,29 @@ class Trainer:
             write_text_atomic(self.output_dir / "train_result.json", result.to_json() + "\n")
             logger.info("%s", result.summary())
         return result
+
+    def _one_step(self, bar: Any) -> bool:
+        """Train, log, evaluate and save as due; return True to stop early."""
+        config, stop = self.config, False
+        record = self.train_step()
+        self.history.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if self.context.is_main and self._due(config.logging_steps):
+            self._log_window()
+        if self._due(config.eval_steps):
+            evaluation = self.evaluate()
+            stop = evaluation is not None and self._after_evaluation(evaluation)
+        if self._due(config.save_steps):
+            self.save()
+        return stop
+
+    def _agreed(self, flag: bool) -> bool:
+        """Whether any rank raised ``flag`` (all ranks must stop together)."""
+        if not self.context.enabled:
+            return flag
+        values = torch.tensor([float(flag)], device=self.context.device)
+        return bool(all_reduce_sum(values).item() > 0)
 
     def _result(self, started: float, final: Path | None, stopped_early: bool) -> TrainResult:
         best = self.output_dir / "best" if self.best_step is not None else None
