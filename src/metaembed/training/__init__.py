@@ -24,7 +24,7 @@ _LAZY = {
     "TrainingConfig": "metaembed.training.arguments",
     "load_config": "metaembed.training.arguments",
     "train": "metaembed.training.trainer",
-    "TrainResult": "metaembed.training.trainer",
+    "TrainResult": "metaembed.training.result",
     "Trainer": "metaembed.training.trainer",
     "TrainingExample": "metaembed.training.data",
 }
