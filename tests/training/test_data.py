@@ -171,6 +171,8 @@ def test_hub_dataset_source_through_datasets(monkeypatch, tmp_path):
 
     def load_dataset(name, config, split):
         calls.append((name, config, split))
+        if name == "TIGER-Lab/MMEB-train":
+            return [{"qry": "a query", "pos_text": "its answer", "neg_text": "not it"}]
         return [{"query": "q0", "image": page, "source": "tatdqa"}, {"query": "q1"}]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
@@ -179,6 +181,8 @@ def test_hub_dataset_source_through_datasets(monkeypatch, tmp_path):
     assert calls == [("vidore/colpali_train_set", None, "train")]
     assert data.examples[0].positive.image is page and data.examples[0].subset == "tatdqa"
     assert data.skipped == [("hf:vidore/colpali_train_set", 1, "missing field(s) ['image']")]
+    mmeb = {"path": "hf:TIGER-Lab/MMEB-train", "config": "CIRR", "split": "original"}
+    assert load_training_data([mmeb, spec], on_invalid="skip").examples[0].subset == "CIRR"
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ValueError, match="pip install datasets"):
         load_training_data([spec])

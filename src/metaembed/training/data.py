@@ -321,7 +321,8 @@ def load_source(
     examples, skipped = [], []
     for part in _expand(spec):
         path = str(part["path"])
-        subset = part.get("subset") or (Path(path).stem if not path.startswith("hf:") else path[3:])
+        hub_name = part.get("config") or path[3:]  # MMEB-train: one Hub config per subset
+        subset = part.get("subset") or (hub_name if path.startswith("hf:") else Path(path).stem)
         root = Path(
             part.get("images_root") or (Path(path).parent if not path.startswith("hf:") else ".")
         )
