@@ -143,3 +143,35 @@ def test_eval_with_a_saved_tiny_model(tmp_path, kit):
     value = results["results"]["2x4"]["tasks"]["Words"]
     assert value in {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2
+
+
+@pytest.mark.slow
+def test_eval_vidore_v2_with_a_saved_tiny_vision_model(tmp_path, vidore_v2_folder):
+    from metaembed.testing import tiny_model
+
+    model_dir = tmp_path / "model"
+    model = tiny_model(
+        "qwen2_vl", num_query_tokens=2, num_candidate_tokens=4, groups=["1x1", "2x4"]
+    )
+    model.save_pretrained(model_dir)
+    argv = [
+        "eval",
+        "vidore-v2",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(vidore_v2_folder.parent),  # a folder of Hub-named datasets: table 2 tracks
+        "--output",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--no-plot",
+    ]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["budgets"] == ["1x1", "2x4"] and results["metric"] == "ndcg@5"
+    # both tracks of the folder (English and all languages), every query scored over 5 pages
+    assert set(results["results"]["2x4"]["tasks"]) == {"ESG_Syn", "ESG_Syn_Mul"}
+    assert results["tasks"]["ESG_Syn_Mul"]["num_queries"] == 3
+    assert results["tasks"]["ESG_Syn"]["num_corpus"] == 5
+    assert all(0.0 <= v <= 1.0 for v in results["results"]["1x1"]["tasks"].values())
