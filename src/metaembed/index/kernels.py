@@ -34,7 +34,13 @@ import torch
 
 from metaembed.index.codecs import check_storage_dtype
 
-__all__ = ["available_backends", "default_backend", "score_tiers", "decode_block_torch"]
+__all__ = [
+    "available_backends",
+    "default_backend",
+    "score_tiers",
+    "decode_block_torch",
+    "merge_top_k",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -223,3 +229,24 @@ def score_tiers(
     if backend != "torch":
         raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'numba' or 'torch'")
     return _score_torch(query_embeddings, tiers, scales, r_c, dtype, block_candidates)
+
+
+def merge_top_k(
+    best_scores: torch.Tensor,
+    best_ids: torch.Tensor,
+    scores: torch.Tensor,
+    chunk_ids: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a chunk's scores (Nq, n) with ids (n,) into a running top-k (Nq, k).
+
+    >>> best = torch.full((1, 2), float("-inf")), torch.full((1, 2), -1)
+    >>> merge_top_k(*best, torch.tensor([[0.5, 0.9, 0.1]]), torch.tensor([7, 8, 9]), 2)
+    (tensor([[0.9000, 0.5000]]), tensor([[8, 7]]))
+    """
+    take = min(k, scores.shape[1])
+    chunk_scores, positions = torch.topk(scores, take, dim=1)  # (Nq, take)
+    all_scores = torch.cat([best_scores, chunk_scores], dim=1)  # (Nq, k + take)
+    all_ids = torch.cat([best_ids, chunk_ids[positions]], dim=1)  # (Nq, k + take)
+    top_scores, order = torch.topk(all_scores, k, dim=1)  # (Nq, k)
+    return top_scores, torch.gather(all_ids, 1, order)

@@ -42,7 +42,7 @@ import torch
 from metaembed.budget import PAPER_GROUPS, Budget, validate_groups
 from metaembed.index.base import EMPTY_ID, EMPTY_SCORE, MultiVectorIndexBase, SearchResult
 from metaembed.index.codecs import decode
-from metaembed.index.kernels import score_tiers
+from metaembed.index.kernels import merge_top_k, score_tiers
 from metaembed.index.segment import (
     SegmentData,
     encode_tiers,
@@ -59,8 +59,7 @@ from metaembed.index.storage import (
     tier_bounds,
     write_manifest,
 )
-from metaembed.index.validation import check_candidates, check_ids, check_k, check_metadata
-from metaembed.maxsim import as_float_tensor, check_embeddings
+from metaembed.index.validation import check_candidates, check_ids, check_metadata, check_query
 
 __all__ = ["MultiVectorIndex"]
 
@@ -345,7 +344,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
         SearchResult
             ``ids`` (Nq, k) int64 and ``scores`` (Nq, k) float32, best first.
         """
-        queries, budget, k = self._check_query(query_embeddings, k, budget)
+        queries, budget, k = check_query(query_embeddings, k, budget, self.dim, self.num_vectors)
         self._maybe_refresh()
         num_queries = queries.shape[0]
         best_scores = torch.full((num_queries, k), EMPTY_SCORE, dtype=torch.float32)  # (Nq, k)
@@ -358,26 +357,9 @@ class MultiVectorIndex(MultiVectorIndexBase):
                 if live is not None:
                     scores[:, ~torch.from_numpy(live[start:stop])] = EMPTY_SCORE
                 chunk_ids = torch.from_numpy(np.asarray(segment.ids[start:stop]))  # (n,)
-                best_scores, best_ids = _merge_top_k(best_scores, best_ids, scores, chunk_ids, k)
+                best_scores, best_ids = merge_top_k(best_scores, best_ids, scores, chunk_ids, k)
         best_ids[torch.isneginf(best_scores)] = EMPTY_ID
         return SearchResult(ids=best_ids.numpy(), scores=best_scores.numpy(), budget=budget)
-
-    def _check_query(
-        self, query_embeddings: Any, k: int, budget: Budget | str | None
-    ) -> tuple[torch.Tensor, Budget, int]:
-        queries = as_float_tensor(query_embeddings, "query_embeddings")
-        check_embeddings(queries, "query_embeddings", dim=self.dim)
-        k = check_k(k)
-        budget = (
-            Budget(int(queries.shape[1]), self.num_vectors)
-            if budget is None
-            else Budget.parse(budget)
-        )
-        budget.check_fits(int(queries.shape[1]), self.num_vectors)
-        queries = (
-            queries[:, : budget.r_q].detach().to(device="cpu", dtype=torch.float32).contiguous()
-        )  # (Nq, r_q, D)
-        return queries, budget, k
 
     def _score_chunk(
         self, queries: torch.Tensor, segment: SegmentData, start: int, stop: int, r_c: int
@@ -408,24 +390,25 @@ class MultiVectorIndex(MultiVectorIndexBase):
         These are the exact values search scores (after float16/bfloat16/int8
         rounding). An id not in the index raises ``KeyError``.
         """
+        tiers, scales = self.gather_tiers(ids)
+        decoded = [
+            decode(raw, None if scales is None else scales[t], self.dtype)
+            for t, raw in enumerate(tiers)
+        ]  # each (n, tier_size, D)
+        return np.concatenate(decoded, axis=1)
+
+    def gather_tiers(
+        self, ids: Sequence[int] | np.ndarray, r_c: int | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Raw stored tiers (and int8 scales) of the given ids, for reranking with ``score_tiers``.
+
+        Returns the tiers holding the first ``r_c`` vectors (all when ``None``),
+        each of shape (n, tier_size, dim). An id not in the index raises ``KeyError``.
+        """
         self._maybe_refresh()
         id_array = check_ids(ids, unique=False)
-        locations = self._snapshot.locate(id_array)
-        layout = self.layout
-        result = np.empty(
-            (id_array.size, layout.num_vectors, layout.dim), dtype=np.float32
-        )  # (n, R, D)
-        for position, candidate_id in enumerate(id_array):
-            if int(candidate_id) not in locations:
-                raise KeyError(f"id {int(candidate_id)} is not in the index")
-            segment_index, row = locations[int(candidate_id)]
-            segment = self._snapshot.segments[segment_index]
-            for tier, (start, stop) in enumerate(layout.tiers):
-                scales = None if segment.scales is None else segment.scales[tier][row]
-                result[position, start:stop] = decode(
-                    segment.tiers[tier][row], scales, layout.dtype
-                )
-        return result
+        num_tiers = self.layout.tiers_for(self.num_vectors if r_c is None else r_c)
+        return self._snapshot.gather(id_array, num_tiers)
 
     def __contains__(self, candidate_id: object) -> bool:
         if not isinstance(candidate_id, (int, np.integer)):
@@ -452,19 +435,3 @@ class MultiVectorIndex(MultiVectorIndexBase):
             "bytes_per_candidate": {str(b): layout.bytes_per_candidate(b.r_c) for b in budgets},
             "bytes_per_budget": {str(b): rows * layout.bytes_per_candidate(b.r_c) for b in budgets},
         }
-
-
-def _merge_top_k(
-    best_scores: torch.Tensor,
-    best_ids: torch.Tensor,
-    scores: torch.Tensor,
-    chunk_ids: torch.Tensor,
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge a chunk's scores (Nq, n) with ids (n,) into the running top-k (Nq, k)."""
-    take = min(k, scores.shape[1])
-    chunk_scores, positions = torch.topk(scores, take, dim=1)  # (Nq, take)
-    all_scores = torch.cat([best_scores, chunk_scores], dim=1)  # (Nq, k + take)
-    all_ids = torch.cat([best_ids, chunk_ids[positions]], dim=1)  # (Nq, k + take)
-    top_scores, order = torch.topk(all_scores, k, dim=1)  # (Nq, k)
-    return top_scores, torch.gather(all_ids, 1, order)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from metaembed.index.codecs import raw_dtype
 from metaembed.index.segment import SegmentData, load_segment
 from metaembed.index.storage import (
     LOCK_NAME,
@@ -98,6 +99,41 @@ class Snapshot:
             int(candidate_id): (int(self.locations[p, 0]), int(self.locations[p, 1]))
             for candidate_id, p in zip(ids[found], positions[found], strict=False)
         }
+
+    def gather(
+        self, ids: np.ndarray, num_tiers: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Raw rows of the first ``num_tiers`` tiers for ``ids`` (KeyError for unknown ids)."""
+        locations = self.locate(ids)
+        missing = [int(i) for i in ids if int(i) not in locations]
+        if missing:
+            raise KeyError(f"ids not in the index: {missing[:5]}")
+        layout = self.manifest.layout
+        tiers = [
+            np.empty((len(ids), stop - start, layout.dim), dtype=self._raw_dtype())
+            for start, stop in layout.tiers[:num_tiers]
+        ]  # each (n, tier_size, D)
+        scales = None
+        if layout.dtype == "int8":
+            scales = [
+                np.empty((len(ids), stop - start), np.float32)
+                for start, stop in layout.tiers[:num_tiers]
+            ]
+        by_segment: dict[int, list[tuple[int, int]]] = {}
+        for position, candidate_id in enumerate(ids):
+            segment_index, row = locations[int(candidate_id)]
+            by_segment.setdefault(segment_index, []).append((position, row))
+        for segment_index, pairs in by_segment.items():
+            positions, rows = (np.array(values) for values in zip(*pairs, strict=True))
+            segment = self.segments[segment_index]
+            for tier in range(num_tiers):
+                tiers[tier][positions] = segment.tiers[tier][rows]
+                if scales is not None:
+                    scales[tier][positions] = segment.scales[tier][rows]
+        return tiers, scales
+
+    def _raw_dtype(self) -> np.dtype:
+        return raw_dtype(self.manifest.layout.dtype)
 
 
 def _build_lookup(segments: tuple[SegmentData, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from metaembed.budget import Budget
 from metaembed.maxsim import as_float_tensor, check_embeddings
 
-__all__ = ["check_ids", "check_candidates", "check_metadata", "check_k"]
+__all__ = ["check_ids", "check_candidates", "check_metadata", "check_k", "check_query"]
 
 
 def check_ids(ids: Sequence[int] | np.ndarray, unique: bool = True) -> np.ndarray:
@@ -116,3 +117,23 @@ def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return int(k)
+
+
+def check_query(
+    query_embeddings: Any, k: int, budget: Budget | str | None, dim: int, num_vectors: int
+) -> tuple[torch.Tensor, Budget, int]:
+    """Validate a search; return the queries cut to ``r_q`` (float32, CPU), the budget and ``k``.
+
+    The budget defaults to ``(Rq, num_vectors)``; one above the query's ``Rq`` or
+    the stored ``num_vectors`` raises ``ValueError`` naming the limit.
+    """
+    queries = as_float_tensor(query_embeddings, "query_embeddings")
+    check_embeddings(queries, "query_embeddings", dim=dim)
+    k = check_k(k)
+    num_query_vectors = int(queries.shape[1])
+    budget = Budget(num_query_vectors, num_vectors) if budget is None else Budget.parse(budget)
+    budget.check_fits(num_query_vectors, num_vectors)
+    queries = (
+        queries[:, : budget.r_q].detach().to(device="cpu", dtype=torch.float32)
+    )  # (Nq, r_q, D)
+    return queries.contiguous(), budget, k
