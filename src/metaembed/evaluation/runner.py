@@ -64,6 +64,17 @@ def resolve_budgets(model: Any, budgets: str | Iterable[Any] | None) -> tuple[Bu
     return parsed
 
 
+def _progress(tasks: Sequence[Any], benchmark: str, enabled: bool) -> Any:
+    """Iterate over tasks with a progress bar when ``enabled`` and stderr is a terminal."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        tasks, desc=f"{benchmark} tasks", unit="task", disable=not (enabled and sys.stderr.isatty())
+    )
+
+
 def _mmeb_groups(tasks: Sequence[MMEBTask]) -> dict[str, tuple[str, ...]]:
     groups: dict[str, tuple[str, ...]] = {}
     metas = list(META_TASKS) + sorted({t.meta_task for t in tasks} - set(META_TASKS))
@@ -100,7 +111,7 @@ def run_mmeb(
     budget_list = resolve_budgets(model, budgets)
     scores: dict[str, dict[str, float]] = {str(b): {} for b in budget_list}
     task_facts: dict[str, dict[str, Any]] = {}
-    for task in tasks:
+    for task in _progress(tasks, benchmark, show_progress):
         started = time.perf_counter()
         queries = [row.query for row in task.rows]
         flat_candidates = [item for row in task.rows for item in row.candidates]
@@ -160,7 +171,7 @@ def run_vidore(
     scores: dict[str, dict[str, float]] = {str(b): {} for b in budget_list}
     extra: dict[str, dict[str, Any]] = {}
     task_facts: dict[str, dict[str, Any]] = {}
-    for task in tasks:
+    for task in _progress(tasks, benchmark, show_progress):
         started = time.perf_counter()
         common = dict(
             cache=cache,
