@@ -108,6 +108,23 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _check_batch(config: TrainingConfig, context: DistributedContext, num_train: int) -> int:
+    """Check the batch size against the data and the ranks; return the steps per epoch."""
+    if config.batch_size > num_train:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {num_train} training examples; "
+            "lower batch_size or add data"
+        )
+    if config.batch_size < context.world_size:
+        raise ValueError(f"batch_size {config.batch_size} < world size {context.world_size}")
+    if context.strategy == "fsdp2" and config.batch_size % context.world_size:
+        raise ValueError(
+            f"under FSDP2 every rank must run the same forward passes: batch_size "
+            f"{config.batch_size} must be a multiple of the world size {context.world_size}"
+        )
+    return num_train // config.batch_size
+
+
 class Trainer:
     """Holds the state of one run; :meth:`run` trains and returns a :class:`TrainResult`."""
 
@@ -118,6 +135,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         data = prepare_data(config, self.context)
         self.train_examples, self.eval_examples = data.train, data.held_out
+        self.steps_per_epoch = _check_batch(config, self.context, len(self.train_examples))
         self.model = build_model(config, self.context, data.needs_images)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.sharded = self.context.strategy == "fsdp2"
@@ -135,23 +153,6 @@ class Trainer:
             weights=config.loss_weights(),
             score_normalization=config.score_normalization,
         )
-        self.steps_per_epoch = len(self.train_examples) // config.batch_size
-        if self.steps_per_epoch < 1:
-            raise ValueError(
-                f"batch_size {config.batch_size} is larger than the "
-                f"{len(self.train_examples)} training "
-                "examples; lower batch_size or add data"
-            )
-        if config.batch_size < self.context.world_size:
-            raise ValueError(
-                f"batch_size {config.batch_size} < world size {self.context.world_size}"
-            )
-        if self.sharded and config.batch_size % self.context.world_size:
-            raise ValueError(
-                f"under FSDP2 every rank must run the same forward passes: batch_size "
-                f"{config.batch_size} must be a multiple of the world size "
-                f"{self.context.world_size}"
-            )
         self.total_steps = config.max_steps or math.ceil(config.num_epochs * self.steps_per_epoch)
         self.optimizer, self.scheduler = make_optimizer(self.trainable, config, self.total_steps)
         self.step = 0
