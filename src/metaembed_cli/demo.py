@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", default="models/demo", help="trained demo model folder (default: models/demo)"
     )
     parser.add_argument(
-        "--output", default="demo-output", help="folder for demo-results.json and the plot"
+        "--output", default=".", help="folder for demo-results.json and demo-results.png"
     )
     parser.add_argument(
         "--openclipart-root",
@@ -153,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
         "class. acc.: image -> category name; FLOPs, latency, memory: the image collection\n"
     )
     print(format_table(result.rows))
+    points = info.get("reference_points", {})
+    if points:
+        print(
+            "no-model reference: "
+            + ", ".join(f"{name} {100 * value:.1f}" for name, value in points.items())
+        )
     print("\nexample searches (title -> top images, * = relevant):")
     print(format_examples(result.examples))
     timings = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in result.timings.items())

@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["format_table", "format_examples", "write_outputs", "RESULTS_FILENAME", "PLOT_FILENAME"]
 
 RESULTS_FILENAME = "demo-results.json"
-PLOT_FILENAME = "demo-accuracy-vs-budget.png"
+PLOT_FILENAME = "demo-results.png"
 
 _COLUMNS = (
     "model",

@@ -34,6 +34,7 @@ import torch
 
 from metaembed.budget import Budget
 from metaembed.data.clipart_tasks import RetrievalTask
+from metaembed.demo.baselines import LINEAR_MAP_FILENAME
 from metaembed.items import Item
 
 __all__ = ["DemoSettings", "DemoResult", "RETRIEVAL_TASKS", "run_demo", "search_tasks"]
@@ -265,19 +266,28 @@ def baseline_rows(
     features = image_features(model, images, show_progress=show_progress).mean(dim=1)  # (N, C)
     image_vectors = dict(zip(images, map_images(image_map, features), strict=False))  # path -> (D,)
 
+    texts = list(
+        dict.fromkeys(
+            item.text or ""
+            for task in tasks.values()
+            for item in (*task.queries, *task.candidates)
+            if item.image is None
+        )
+    )
+    text_vectors = dict(zip(texts, minilm.encode(texts, show_progress=show_progress), strict=True))
+
     def vectors(items: Sequence[Item]) -> torch.Tensor:
-        texts = [item.text or "" for item in items if item.image is None]
-        text_vectors = iter(minilm.encode(texts, show_progress=False)) if texts else iter(())
         rows = [
-            image_vectors[item.image] if item.image is not None else next(text_vectors)
+            image_vectors[item.image] if item.image is not None else text_vectors[item.text or ""]
             for item in items
         ]
         return torch.stack(rows).unsqueeze(1)  # (N, 1, D)
 
     queries = {name: vectors(task.queries) for name, task in tasks.items()}
-    candidates = {}
+    candidates: dict[str, torch.Tensor] = {}
     for name, collection in _collections(tasks).items():
-        candidates.setdefault(collection, vectors(tasks[name].candidates))
+        if collection not in candidates:
+            candidates[collection] = vectors(tasks[name].candidates)
     indexes = build_indexes(candidates, folder, [Budget(1, 1)], dtype, backend)
     metrics, _, milliseconds = search_tasks(tasks, queries, indexes, Budget(1, 1), k)
     dim = candidates["images"].shape[2]
@@ -348,6 +358,19 @@ def example_searches(
     return examples
 
 
+def reference_points(tasks: dict[str, RetrievalTask]) -> dict[str, float]:
+    """Scores that need no model: random R@10 over the images, majority-class accuracy."""
+    points: dict[str, float] = {}
+    if "t2i-title" in tasks:
+        points["random_recall@10_images"] = min(1.0, 10 / len(tasks["t2i-title"].candidates))
+    if "classification" in tasks:
+        labels = [next(iter(relevant)) for relevant in tasks["classification"].qrels.values()]
+        points["majority_class_accuracy"] = max(labels.count(label) for label in set(labels)) / len(
+            labels
+        )
+    return points
+
+
 def run_demo(settings: DemoSettings = DemoSettings()) -> DemoResult:
     """Run the whole demo (see the module docstring) and return what it measured."""
     from metaembed.demo.dataset import prepare_demo_data
@@ -396,16 +419,23 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> DemoResult:
                 )
             )
     with timer.measure("baseline"):
-        rows += baseline_rows(
-            model,
-            data.tasks,
-            model_dir,
-            work / "baseline-index",
-            settings.k,
-            settings.index_dtype,
-            settings.show_progress,
-            settings.index_backend,
-        )
+        if not (model_dir / LINEAR_MAP_FILENAME).is_file():
+            logger.warning(
+                "no %s in %s: the baseline is skipped (fit it with: metaembed demo --train)",
+                LINEAR_MAP_FILENAME,
+                model_dir,
+            )
+        else:
+            rows += baseline_rows(
+                model,
+                data.tasks,
+                model_dir,
+                work / "baseline-index",
+                settings.k,
+                settings.index_dtype,
+                settings.show_progress,
+                settings.index_backend,
+            )
     titles = {image.image_id: image.title for image in data.heldout}
     examples = example_searches(data.tasks, results, titles, settings.num_examples)
     info = {
@@ -417,6 +447,7 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> DemoResult:
             for name, t in data.tasks.items()
         },
         "index_dtype": settings.index_dtype,
+        "reference_points": reference_points(data.tasks),
         "machine": {
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),

@@ -286,9 +286,10 @@ def fit_demo_baseline(config: DemoTrainingConfig, show_progress: bool = False) -
         dim=1
     )  # (N_images, C)
     row_of = {path: row for row, path in enumerate(paths)}
-    text_vectors = MiniLMEncoder().encode(
-        [text for _, text in pairs], show_progress=show_progress
-    )  # (N_pairs, 384)
+    texts = list(dict.fromkeys(text for _, text in pairs))
+    distinct = MiniLMEncoder().encode(texts, show_progress=show_progress)  # (N_texts, 384)
+    text_row = {text: row for row, text in enumerate(texts)}
+    text_vectors = distinct[[text_row[text] for _, text in pairs]]  # (N_pairs, 384)
     pair_features = features[[row_of[path] for path, _ in pairs]]  # (N_pairs, C)
     image_map = fit_linear_map(pair_features, text_vectors, seed=config.seed)
     return save_linear_map(image_map, config.output_dir)
