@@ -117,3 +117,24 @@ def test_wrong_answers_are_counted(mmeb_folder, encoder, kit):
     tasks, _ = load_mmeb(mmeb_folder, ["Broken"], images_root=mmeb_folder / "eval_images")
     result = run_mmeb(encoder, tasks, "1x1", show_progress=False)
     assert result.scores["1x1"]["Broken"] == pytest.approx(0.8)
+
+
+def test_non_ascii_image_paths_and_texts(tmp_path, kit, encoder):
+    images = tmp_path / "données" / "图片"
+    images.mkdir(parents=True)
+    for colour in kit.palette:
+        (images / f"{colour}-é.png").write_bytes(kit.colour_png(colour))
+    rows = [
+        {
+            "qry_text": f"<|image_1|>\nQuelle couleur ? {colour} — 颜色",
+            "qry_img_path": f"图片/{colour}-é.png",
+            "tgt_text": [colour, *[c for c in kit.palette if c != colour]],
+            "tgt_img_path": None,
+        }
+        for colour in kit.palette
+    ]
+    kit.write_parquet(tmp_path / "données" / "Ünïcode" / "test.parquet", rows)
+    tasks, _ = load_mmeb(tmp_path / "données")
+    assert tasks[0].name == "Ünïcode" and tasks[0].rows[0].query.text.endswith("颜色")
+    result = run_mmeb(encoder, tasks, "1x1", show_progress=False)
+    assert result.scores["1x1"]["Ünïcode"] == 1.0

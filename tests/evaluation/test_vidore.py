@@ -74,3 +74,8 @@ def test_hub_without_datasets_explains(monkeypatch):
     with pytest.raises(ValueError, match="pip install 'metaembed\\[hub\\]'"):
         load_vidore("vidore/esg_reports_v2", "v2")
     assert len(VIDORE_V2_TASKS) == 7
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no corpus page"):
+        v2_rows_to_task("T", [], [{"query-id": 1, "query": "red"}], [], tmp_path)
