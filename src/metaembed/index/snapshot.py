@@ -104,10 +104,13 @@ class Snapshot:
         self, ids: np.ndarray, num_tiers: int
     ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         """Raw rows of the first ``num_tiers`` tiers for ``ids`` (KeyError for unknown ids)."""
-        locations = self.locate(ids)
-        missing = [int(i) for i in ids if int(i) not in locations]
-        if missing:
-            raise KeyError(f"ids not in the index: {missing[:5]}")
+        ids = np.asarray(ids, dtype=np.int64)
+        found = self.sorted_ids.size > 0
+        positions = np.minimum(np.searchsorted(self.sorted_ids, ids), max(self.sorted_ids.size - 1, 0))
+        if not found or not np.array_equal(self.sorted_ids[positions], ids):
+            missing = ids if not found else ids[self.sorted_ids[positions] != ids]
+            raise KeyError(f"ids not in the index: {missing[:5].tolist()}")
+        segment_of, row_of = self.locations[positions, 0], self.locations[positions, 1]  # (n,), (n,)
         layout = self.manifest.layout
         tiers = [
             np.empty((len(ids), stop - start, layout.dim), dtype=self._raw_dtype())
@@ -119,13 +122,10 @@ class Snapshot:
                 np.empty((len(ids), stop - start), np.float32)
                 for start, stop in layout.tiers[:num_tiers]
             ]
-        by_segment: dict[int, list[tuple[int, int]]] = {}
-        for position, candidate_id in enumerate(ids):
-            segment_index, row = locations[int(candidate_id)]
-            by_segment.setdefault(segment_index, []).append((position, row))
-        for segment_index, pairs in by_segment.items():
-            positions, rows = (np.array(values) for values in zip(*pairs, strict=True))
-            segment = self.segments[segment_index]
+        for segment_index in np.unique(segment_of):
+            positions = np.flatnonzero(segment_of == segment_index)  # (m,) places in the output
+            rows = row_of[positions]  # (m,) rows in the segment
+            segment = self.segments[int(segment_index)]
             for tier in range(num_tiers):
                 tiers[tier][positions] = segment.tiers[tier][rows]
                 if scales is not None:

@@ -1,0 +1,232 @@
+"""Exhaustive budgeted search speed versus the machine's roofline, measured in the same run.
+
+For every dimension, storage dtype and paper budget, times ``score_tiers`` (the
+kernel behind ``MultiVectorIndex.search``) on tiered storage held in memory, one
+query at a time and, where the budget is memory-bound, in batches; optionally
+also the pure-torch backend and the end-to-end ``MultiVectorIndex.search`` on a
+memory-mapped index. The roofline is measured in the same run: the fp32 GEMM
+peak (a large torch matmul) and the DRAM read bandwidth (a sum over an array far
+larger than the caches). A configuration's roofline time is the larger of its
+FLOP time at the peak and its byte time at the bandwidth; "% roof" is that time
+divided by the measured time.
+
+Usage::
+
+    .venv/bin/python bench/index_search.py                      # full run (several minutes)
+    .venv/bin/python bench/index_search.py --quick              # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaembed.budget import PAPER_GROUPS, Budget
+from metaembed.index.codecs import STORAGE_DTYPES, bytes_per_vector, encode
+from metaembed.index.kernels import available_backends, score_tiers
+from metaembed.index.multivector import MultiVectorIndex
+from metaembed.index.storage import tier_bounds
+
+RESULTS = Path(__file__).parent / "results" / "index_search.json"
+
+
+def best_time(function, repeats: int) -> float:
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_roofline(repeats: int) -> dict[str, float]:
+    left, right = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    gemm = best_time(lambda: left @ right, repeats)
+    big = torch.ones(256 * 1024 * 1024 // 4 * 4)  # 1 GiB of float32, far above L3
+    read = best_time(lambda: big.sum(), repeats)
+    return {"gemm_gflops": 2 * 2048**3 / gemm / 1e9, "read_gbs": big.numel() * 4 / read / 1e9}
+
+
+def make_tiers(num_candidates: int, dim: int, dtype: str, seed: int = 0):
+    """Random unit vectors encoded per tier, generated in chunks (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    bounds = tier_bounds(64)
+    tiers = [None] * len(bounds)
+    scales = [None] * len(bounds) if dtype == "int8" else None
+    chunk = max(1, 2**27 // (64 * dim))
+    for start in range(0, num_candidates, chunk):
+        stop = min(start + chunk, num_candidates)
+        values = rng.standard_normal((stop - start, 64, dim), dtype=np.float32)
+        values /= np.linalg.norm(values, axis=-1, keepdims=True)
+        for tier, (first, last) in enumerate(bounds):
+            raw, tier_scales = encode(values[:, first:last], dtype)
+            if tiers[tier] is None:
+                tiers[tier] = np.empty((num_candidates, *raw.shape[1:]), raw.dtype)
+                if scales is not None:
+                    scales[tier] = np.empty((num_candidates, last - first), np.float32)
+            tiers[tier][start:stop] = raw
+            if scales is not None:
+                scales[tier][start:stop] = tier_scales
+    return tiers, scales
+
+
+def row(roof, label, dim, dtype, budget, num_candidates, num_queries, seconds):
+    flops = budget.scoring_flops(num_candidates, dim) * num_queries
+    read_bytes = num_candidates * budget.r_c * bytes_per_vector(dtype, dim)
+    roof_seconds = max(flops / (roof["gemm_gflops"] * 1e9), read_bytes / (roof["read_gbs"] * 1e9))
+    return {
+        "backend": label,
+        "dim": dim,
+        "dtype": dtype,
+        "budget": str(budget),
+        "num_candidates": num_candidates,
+        "batch": num_queries,
+        "ms_per_query": seconds * 1e3 / num_queries,
+        "gflops": flops / seconds / 1e9,
+        "gbs": read_bytes / seconds / 1e9,
+        "bound": "compute"
+        if flops / roof["gemm_gflops"] > read_bytes / roof["read_gbs"]
+        else "memory",
+        "percent_of_roofline": 100 * roof_seconds / seconds,
+    }
+
+
+def bench_config(args, roof, dim, dtype, num_candidates, rows):
+    tiers, scales = make_tiers(num_candidates, dim, dtype)
+    queries = torch.nn.functional.normalize(torch.randn(args.batch, 16, dim), dim=-1)
+    for budget in PAPER_GROUPS:
+        single = best_time(
+            lambda: score_tiers(queries[:1, : budget.r_q], tiers, budget.r_c, dtype, scales),
+            args.repeats,
+        )
+        rows.append(row(roof, "numba", dim, dtype, budget, num_candidates, 1, single))
+        print_row(rows[-1])
+        if rows[-1]["bound"] == "memory" and args.batch > 1:
+            batched = best_time(
+                lambda: score_tiers(queries[:, : budget.r_q], tiers, budget.r_c, dtype, scales),
+                args.repeats,
+            )
+            rows.append(row(roof, "numba", dim, dtype, budget, num_candidates, args.batch, batched))
+            print_row(rows[-1])
+        if args.torch and dtype in ("float32", "float16") and budget.r_c <= 8:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(
+                1
+            )  # torch's OpenMP threads collapse on a shared, oversubscribed machine
+            slow = best_time(
+                lambda: score_tiers(
+                    queries[:1, : budget.r_q], tiers, budget.r_c, dtype, scales, backend="torch"
+                ),
+                1,
+            )
+            torch.set_num_threads(threads)
+            rows.append(row(roof, "torch-1thread", dim, dtype, budget, num_candidates, 1, slow))
+            print_row(rows[-1])
+    del tiers, scales
+
+
+def bench_end_to_end(args, roof, rows):
+    """MultiVectorIndex.search (memory-mapped files, top-k merge) for float16, D=128."""
+    dim, num_candidates = 128, args.num_candidates
+    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
+        index = MultiVectorIndex.create(Path(folder) / "idx", dim=dim, dtype="float16")
+        rng = np.random.default_rng(1)
+        for start in range(0, num_candidates, 20000):
+            values = rng.standard_normal(
+                (min(20000, num_candidates - start), 64, dim), dtype=np.float32
+            )
+            index.add(
+                np.arange(start, start + len(values)),
+                values / np.linalg.norm(values, axis=-1, keepdims=True),
+            )
+        index.compact()
+        queries = torch.nn.functional.normalize(torch.randn(1, 16, dim), dim=-1)
+        for budget in PAPER_GROUPS:
+            seconds = best_time(lambda: index.search(queries, k=10, budget=budget), args.repeats)
+            rows.append(
+                row(roof, "index.search", dim, "float16", budget, num_candidates, 1, seconds)
+            )
+            print_row(rows[-1])
+
+
+def print_row(values):
+    print(
+        f"{values['backend']:>12} D={values['dim']:<5} {values['dtype']:>8} {values['budget']:>6} "
+        f"N={values['num_candidates']:<7} batch={values['batch']:<3} {values['ms_per_query']:>10.2f} ms/q "
+        f"{values['gflops']:>7.1f} GFLOP/s {values['gbs']:>6.2f} GB/s {values['bound']:>7}-bound "
+        f"{values['percent_of_roofline']:>5.0f}% roof",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--num-candidates", type=int, default=100_000)
+    parser.add_argument(
+        "--num-candidates-1024", type=int, default=10_000, help="N at D=1024 (memory)"
+    )
+    parser.add_argument("--dims", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--dtypes", nargs="+", default=list(STORAGE_DTYPES))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--torch", action="store_true", help="also time the pure-torch backend")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also time MultiVectorIndex.search"
+    )
+    parser.add_argument("--tmp", default=None, help="folder for the end-to-end index")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.num_candidates, args.num_candidates_1024, args.repeats = 5000, 500, 1
+    torch.set_num_threads(args.threads)
+    roof = measure_roofline(args.repeats + 2)
+    print(
+        f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, DRAM read {roof['read_gbs']:.1f} GB/s, "
+        f"{args.threads} threads, backends {available_backends()}"
+    )
+    rows: list[dict] = []
+    for dim in args.dims:
+        for dtype in args.dtypes:
+            bench_config(
+                args,
+                roof,
+                dim,
+                dtype,
+                args.num_candidates if dim <= 256 else args.num_candidates_1024,
+                rows,
+            )
+    if args.end_to_end:
+        bench_end_to_end(args, roof, rows)
+    roof_after = measure_roofline(args.repeats + 2)
+    print(
+        f"roofline again at the end: {roof_after['gemm_gflops']:.1f} GFLOP/s, {roof_after['read_gbs']:.1f} GB/s"
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+        },
+        "roofline_start": roof,
+        "roofline_end": roof_after,
+        "rows": rows,
+    }
+    args.output.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
