@@ -63,7 +63,7 @@ def test_text_only_family_refuses_image_rows(tmp_path):
     from tests.training.training_support import tiny_config
 
     with pytest.raises(ValueError, match="text-only"):
-        train(tiny_config(tmp_path / "run", train_data=[str(tmp_path / "data")]))
+        train(tiny_config(tmp_path / "run", train_data=[str(tmp_path / "data")], batch_size=4))
 
 
 def test_cli_trains_and_reports_errors(tmp_path, capsys):
