@@ -209,3 +209,19 @@ def test_numpy_inputs_and_default_budget(tmp_path, corpus):
     assert result.budget == Budget(16, 16)
     reference = maxsim(queries, candidates[:, :16].half().float())
     np.testing.assert_array_equal(result.ids, torch.topk(reference, 3).indices.numpy())
+
+
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+def test_device_resident_tiers_match_mapped_search(tmp_path, corpus, dtype):
+    """``device=`` keeps tiers as torch tensors (the CUDA path; here on CPU) with the same results."""
+    candidates, queries = corpus
+    build(tmp_path, candidates, dtype).close()
+    mapped = MultiVectorIndex.open(tmp_path / f"idx-{dtype}")
+    resident = MultiVectorIndex.open(tmp_path / f"idx-{dtype}", device="cpu")
+    for budget in ["1x1", "4x8", "16x64", "3x5"]:
+        expected, got = (
+            mapped.search(queries, k=6, budget=budget),
+            resident.search(queries, k=6, budget=budget),
+        )
+        np.testing.assert_array_equal(got.ids, expected.ids)
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)

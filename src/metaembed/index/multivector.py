@@ -75,9 +75,13 @@ class MultiVectorIndex(MultiVectorIndexBase):
     Use :meth:`create` or :meth:`open`, not the constructor.
     """
 
-    def __init__(self, path: Path, verify: bool, backend: str, auto_refresh: bool) -> None:
+    def __init__(
+        self, path: Path, verify: bool, backend: str, auto_refresh: bool, device: Any = None
+    ) -> None:
         self.path = Path(path)
         self.backend = backend
+        self.device = None if device is None else torch.device(device)
+        self._resident: dict[int, Any] = {}  # segment id -> tiers on ``device``
         self.auto_refresh = auto_refresh
         self._verify = verify
         self._lock = WriterLock(self.path)
@@ -138,14 +142,22 @@ class MultiVectorIndex(MultiVectorIndexBase):
 
     @classmethod
     def open(
-        cls, path: Any, *, verify: bool = True, backend: str = "auto", auto_refresh: bool = True
+        cls,
+        path: Any,
+        *,
+        verify: bool = True,
+        backend: str = "auto",
+        auto_refresh: bool = True,
+        device: Any = None,
     ) -> MultiVectorIndex:
         """Open an existing index.
 
         ``verify=True`` checks every file's CRC-32 (reads the whole index once);
         ``False`` checks sizes only. Damage raises ``CorruptIndexError`` (a ``ValueError``).
+        ``device="cuda"`` keeps the stored tiers resident on that torch device
+        (loaded per segment at first search) and scores there with the torch backend.
         """
-        return cls(Path(path), verify=verify, backend=backend, auto_refresh=auto_refresh)
+        return cls(Path(path), verify, backend, auto_refresh, device)
 
     # -- properties --------------------------------------------------------------------
     @property
@@ -183,6 +195,8 @@ class MultiVectorIndex(MultiVectorIndexBase):
         if self._snapshot.is_current():
             return False
         self._snapshot = Snapshot.load(self.path, verify_checksums=False)
+        live = {segment.info.segment_id for segment in self._snapshot.segments}
+        self._resident = {key: value for key, value in self._resident.items() if key in live}
         return True
 
     def _maybe_refresh(self) -> None:
@@ -365,9 +379,16 @@ class MultiVectorIndex(MultiVectorIndexBase):
         self, queries: torch.Tensor, segment: SegmentData, start: int, stop: int, r_c: int
     ) -> torch.Tensor:
         count = self.layout.tiers_for(r_c)
-        tiers = [tier[start:stop] for tier in segment.tiers[:count]]
-        scales = None if segment.scales is None else [s[start:stop] for s in segment.scales[:count]]
-        return score_tiers(queries, tiers, r_c, self.dtype, scales, backend=self.backend)
+        all_tiers, all_scales = segment.tiers, segment.scales
+        if self.device is not None:
+            if segment.info.segment_id not in self._resident:
+                self._resident[segment.info.segment_id] = segment.to_device(self.device)
+            all_tiers, all_scales = self._resident[segment.info.segment_id]
+        tiers = [tier[start:stop] for tier in all_tiers[:count]]
+        scales = None if all_scales is None else [s[start:stop] for s in all_scales[:count]]
+        backend = "torch" if self.device is not None else self.backend
+        scores = score_tiers(queries, tiers, r_c, self.dtype, scales, backend=backend)
+        return scores.cpu()
 
     def get_metadata(self, ids: Sequence[int] | np.ndarray) -> list[dict[str, Any] | None]:
         """Metadata stored with each id (``None`` for ids without metadata or not in the index)."""

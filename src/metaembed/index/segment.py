@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metaembed.index.codecs import encode, raw_dtype
 from metaembed.index.storage import (
@@ -70,6 +71,19 @@ class SegmentData:
         mask = np.ones(self.info.rows, dtype=bool)
         mask[self.deleted_rows] = False
         return mask
+
+    def to_device(
+        self, device: torch.device
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Copies of the tiers (bfloat16 bits as int16) and scales as torch tensors on ``device``."""
+        tiers = [
+            torch.from_numpy(np.array(t.view(np.int16) if t.dtype == np.uint16 else t)).to(device)
+            for t in self.tiers
+        ]
+        scales = None
+        if self.scales is not None:
+            scales = [torch.from_numpy(np.array(s)).to(device) for s in self.scales]
+        return tiers, scales
 
     def metadata(self, rows: np.ndarray) -> list[dict[str, Any] | None]:
         """Metadata dicts of the given rows (``None`` where none was stored)."""
@@ -185,15 +199,21 @@ def merge_segments(
     masks = [segment.live_mask for segment in segments]
     if not any(mask.any() for mask in masks):
         return None
-    ids = np.concatenate([segment.ids[mask] for segment, mask in zip(segments, masks, strict=False)])  # (rows,)
+    ids = np.concatenate(
+        [segment.ids[mask] for segment, mask in zip(segments, masks, strict=False)]
+    )  # (rows,)
     raw_tiers = [
-        np.concatenate([segment.tiers[tier][mask] for segment, mask in zip(segments, masks, strict=False)])
+        np.concatenate(
+            [segment.tiers[tier][mask] for segment, mask in zip(segments, masks, strict=False)]
+        )
         for tier in range(len(layout.tiers))
     ]  # each (rows, tier_size, dim)
     tier_scales = None
     if layout.dtype == "int8":
         tier_scales = [
-            np.concatenate([segment.scales[tier][mask] for segment, mask in zip(segments, masks, strict=False)])
+            np.concatenate(
+                [segment.scales[tier][mask] for segment, mask in zip(segments, masks, strict=False)]
+            )
             for tier in range(len(layout.tiers))
         ]
     metadata = None
