@@ -440,19 +440,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
     def stats(self) -> dict[str, Any]:
         """Sizes: candidates, segments, dtype, bytes on disk and bytes read per budget."""
         self._maybe_refresh()
-        manifest = self._snapshot.manifest
-        layout = manifest.layout
-        rows = manifest.num_rows
-        budgets = [Budget(r_q, min(r_c, layout.num_vectors)) for r_q, r_c in layout.groups]
         return {
-            "num_candidates": manifest.num_live,
-            "num_deleted": rows - manifest.num_live,
-            "num_segments": len(manifest.segments),
-            "dim": layout.dim,
-            "num_vectors": layout.num_vectors,
-            "dtype": layout.dtype,
-            "tiers": [list(t) for t in layout.tiers],
+            **self._snapshot.manifest.stats(),
             "bytes_on_disk": sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()),
-            "bytes_per_candidate": {str(b): layout.bytes_per_candidate(b.r_c) for b in budgets},
-            "bytes_per_budget": {str(b): rows * layout.bytes_per_candidate(b.r_c) for b in budgets},
         }

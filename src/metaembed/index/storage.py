@@ -165,6 +165,22 @@ class Manifest:
         """Candidates not deleted."""
         return sum(s.live_rows for s in self.segments)
 
+    def stats(self) -> dict[str, Any]:
+        """Counts, layout, and bytes per candidate / per search for each trained group."""
+        layout, rows = self.layout, self.num_rows
+        budgets = [Budget(r_q, min(r_c, layout.num_vectors)) for r_q, r_c in layout.groups]
+        return {
+            "num_candidates": self.num_live,
+            "num_deleted": rows - self.num_live,
+            "num_segments": len(self.segments),
+            "dim": layout.dim,
+            "num_vectors": layout.num_vectors,
+            "dtype": layout.dtype,
+            "tiers": [list(t) for t in layout.tiers],
+            "bytes_per_candidate": {str(b): layout.bytes_per_candidate(b.r_c) for b in budgets},
+            "bytes_per_budget": {str(b): rows * layout.bytes_per_candidate(b.r_c) for b in budgets},
+        }
+
     def to_json(self) -> str:
         """Serialise, with a CRC-32 of the body under ``"checksum"``."""
         body = {
