@@ -44,6 +44,7 @@ __all__ = ["CascadeSearcher", "FIRST_STAGES"]
 logger = logging.getLogger(__name__)
 
 FIRST_STAGES = ("exhaustive", "hnsw")
+_DEFAULT_FIRST_BUDGET = Budget(1, 1)
 
 
 class CascadeSearcher:
@@ -68,7 +69,7 @@ class CascadeSearcher:
         index: MultiVectorIndex,
         first_stage: str = "exhaustive",
         rerank_depth: int = 100,
-        first_budget: Budget | str = Budget(1, 1),
+        first_budget: Budget | str = _DEFAULT_FIRST_BUDGET,
         *,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 200,
