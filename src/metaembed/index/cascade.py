@@ -17,11 +17,13 @@ equal exhaustive search's scores for the same candidates.
 
 >>> import tempfile, torch
 >>> from metaembed.index.multivector import MultiVectorIndex
->>> index = MultiVectorIndex.create(tempfile.mkdtemp() + "/idx", dim=8, num_vectors=4, dtype="float32")
+>>> folder = tempfile.mkdtemp()
+>>> index = MultiVectorIndex.create(folder + "/idx", dim=8, num_vectors=4, dtype="float32")
 >>> index.add(range(50), torch.nn.functional.normalize(torch.randn(50, 4, 8), dim=-1))
 >>> queries = torch.nn.functional.normalize(torch.randn(2, 4, 8), dim=-1)
 >>> cascade = CascadeSearcher(index, first_stage="exhaustive", rerank_depth=50)
->>> bool((cascade.search(queries, k=3, budget="4x4").ids == index.search(queries, k=3, budget="4x4").ids).all())
+>>> reranked = cascade.search(queries, k=3, budget="4x4").ids
+>>> bool((reranked == index.search(queries, k=3, budget="4x4").ids).all())
 True
 """
 
@@ -83,7 +85,8 @@ class CascadeSearcher:
         self.first_budget = Budget.parse(first_budget)
         if first_stage == "hnsw" and self.first_budget.r_c != 1:
             raise ValueError(
-                f"the hnsw first stage indexes the first vector only: use r_c=1, got {self.first_budget}"
+                "the hnsw first stage indexes the first vector only: "
+                f"use r_c=1, got {self.first_budget}"
             )
         self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search = (
             hnsw_m,

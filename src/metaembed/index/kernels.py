@@ -221,7 +221,8 @@ def score_tiers(
         module = _numba_module()
         if module is None:
             raise ValueError(
-                "backend='numba' needs numba: pip install 'metaembed[index]', or use backend='torch'"
+                "backend='numba' needs numba: pip install 'metaembed[index]', "
+                "or use backend='torch'"
             )
         if on_cuda:
             raise ValueError("backend='numba' runs on CPU arrays; CUDA tensors use backend='torch'")

@@ -112,7 +112,7 @@ def _max_dots(queries: Any, buffer: Any, r_c: int, best: Any) -> None:
 
 @numba.njit(fastmath=True, nogil=True, cache=True)
 def _score_range(queries, tiers, scales, takes, kind, num_queries, r_q, start, stop, scores):  # noqa: ANN001
-    """Score candidates ``start:stop`` of ``tiers`` (each (n, size, dim)) into ``scores`` (Nq, n)."""
+    """Score candidates ``start:stop`` of ``tiers`` (each (n, size, D)) into ``scores`` (Nq, n)."""
     dim = queries.shape[1]
     r_c = 0
     for take in takes:

@@ -7,7 +7,7 @@ candidate in tiers that follow the trained nested groups, so any budget
 >>> import tempfile, torch
 >>> folder = tempfile.mkdtemp()
 >>> index = MultiVectorIndex.create(folder + "/idx", dim=4, num_vectors=2, dtype="float32")
->>> candidates = torch.nn.functional.normalize(torch.randn(3, 2, 4), dim=-1)   # (3 candidates, 2 vectors, dim 4)
+>>> candidates = torch.nn.functional.normalize(torch.randn(3, 2, 4), dim=-1)  # (N, R, D)
 >>> index.add([10, 11, 12], candidates)
 >>> result = index.search(candidates[:1], k=2, budget="2x2")
 >>> int(result.ids[0, 0]), len(index), index.delete([11]), len(index)
@@ -251,7 +251,8 @@ class MultiVectorIndex(MultiVectorIndexBase):
         if existing and not upsert:
             shown = ", ".join(str(int(i)) for i in sorted(existing)[:5])
             raise ValueError(
-                f"{len(existing)} ids already exist in the index ({shown}); pass upsert=True to replace them"
+                f"{len(existing)} ids already exist in the index ({shown}); "
+                "pass upsert=True to replace them"
             )
         raw_tiers, tier_scales = encode_tiers(manifest.layout, values)
         info = write_segment(
@@ -287,7 +288,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
         return len(existing)
 
     def _tombstoned(self, locations: dict[int, tuple[int, int]], generation: int):
-        """The snapshot's segments with ``locations`` marked deleted (fully deleted ones dropped)."""
+        """The snapshot's segments with ``locations`` deleted (fully deleted ones dropped)."""
         rows_by_segment: dict[int, list[int]] = {}
         for segment_index, row in locations.values():
             rows_by_segment.setdefault(segment_index, []).append(row)
@@ -301,7 +302,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
             yield info
 
     def _merge_trailing(self) -> None:
-        """Merge the last segments while the older one is not much larger (bounded segment count)."""
+        """Merge the last segments while the older one is not much larger (few segments)."""
         while True:
             manifest = self._snapshot.manifest
             segments = manifest.segments
@@ -310,7 +311,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
             self.compact(last=2)
 
     def compact(self, last: int | None = None) -> None:
-        """Rewrite the last ``last`` segments (all when ``None``) into one, dropping deleted rows."""
+        """Rewrite the last ``last`` segments (all when ``None``) into one, without deleted rows."""
         manifest = self._begin_write()
         count = len(manifest.segments) if last is None else min(last, len(manifest.segments))
         if count == 0 or (count == 1 and manifest.segments[-1].num_deleted == 0):

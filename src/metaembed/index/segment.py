@@ -75,7 +75,7 @@ class SegmentData:
     def to_device(
         self, device: torch.device
     ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """Copies of the tiers (bfloat16 bits as int16) and scales as torch tensors on ``device``."""
+        """Copy the tiers (bfloat16 bits as int16) and scales to torch tensors on ``device``."""
         tiers = [
             torch.from_numpy(np.array(t.view(np.int16) if t.dtype == np.uint16 else t)).to(device)
             for t in self.tiers
@@ -183,7 +183,7 @@ def load_segment(
 def write_tombstones(
     directory: Path, segment: SegmentData, new_rows: np.ndarray, generation: int
 ) -> SegmentInfo:
-    """Write a tombstone file with the segment's deleted rows plus ``new_rows``; return the new info."""
+    """Write a tombstone file: the segment's deleted rows plus ``new_rows``; return the new info."""
     deleted = np.union1d(segment.deleted_rows, np.asarray(new_rows, dtype=np.int64)).astype(
         np.int64
     )

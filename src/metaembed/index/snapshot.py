@@ -106,11 +106,13 @@ class Snapshot:
         """Raw rows of the first ``num_tiers`` tiers for ``ids`` (KeyError for unknown ids)."""
         ids = np.asarray(ids, dtype=np.int64)
         found = self.sorted_ids.size > 0
-        positions = np.minimum(np.searchsorted(self.sorted_ids, ids), max(self.sorted_ids.size - 1, 0))
+        last = max(self.sorted_ids.size - 1, 0)
+        positions = np.minimum(np.searchsorted(self.sorted_ids, ids), last)  # (n,)
         if not found or not np.array_equal(self.sorted_ids[positions], ids):
             missing = ids if not found else ids[self.sorted_ids[positions] != ids]
             raise KeyError(f"ids not in the index: {missing[:5].tolist()}")
-        segment_of, row_of = self.locations[positions, 0], self.locations[positions, 1]  # (n,), (n,)
+        segment_of = self.locations[positions, 0]  # (n,)
+        row_of = self.locations[positions, 1]  # (n,)
         layout = self.manifest.layout
         tiers = [
             np.empty((len(ids), stop - start, layout.dim), dtype=self._raw_dtype())

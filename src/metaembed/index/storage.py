@@ -77,7 +77,7 @@ class CorruptIndexError(ValueError):
 def tier_bounds(
     num_vectors: int, groups: Sequence[Budget] = PAPER_GROUPS
 ) -> tuple[tuple[int, int], ...]:
-    """Vector ranges ``[start, stop)`` of the storage tiers (the groups' ``r_c``, cut at ``num_vectors``)."""
+    """Ranges ``[start, stop)`` of the tiers: the groups' ``r_c``, cut at ``num_vectors``."""
     if num_vectors < 1:
         raise ValueError(f"num_vectors must be >= 1, got {num_vectors}")
     edges = sorted(
@@ -214,7 +214,8 @@ class Manifest:
             raise CorruptIndexError(f"{source} fails its checksum: the manifest is corrupted")
         if body.get("format_version") != FORMAT_VERSION:
             raise ValueError(
-                f"{source} has format version {body.get('format_version')}, this library reads {FORMAT_VERSION}"
+                f"{source} has format version {body.get('format_version')}, "
+                f"this library reads {FORMAT_VERSION}"
             )
         layout = dict(body["layout"])
         layout["tiers"] = tuple(tuple(t) for t in layout["tiers"])
@@ -300,7 +301,8 @@ def read_manifest(directory: Path) -> Manifest:
                 f"no index at {directory}: create one with MultiVectorIndex.create"
             )
         raise FileNotFoundError(
-            f"{directory} has no {MANIFEST_NAME}: it is not a metaembed index (or was never committed)"
+            f"{directory} has no {MANIFEST_NAME}: "
+            "it is not a metaembed index (or was never committed)"
         )
     return Manifest.from_json(path.read_text(encoding="utf-8"), path)
 
@@ -344,7 +346,7 @@ def referenced_files(manifest: Manifest) -> set[str]:
 
 
 def remove_unreferenced(directory: Path, manifest: Manifest) -> int:
-    """Delete files no committed manifest refers to (left by crashes or superseded); return the count."""
+    """Delete files the manifest does not name (crash leftovers, superseded); return the count."""
     keep = referenced_files(manifest)
     removed = 0
     for path in Path(directory).iterdir():

@@ -61,11 +61,13 @@ def check_candidates(
     check_embeddings(embeddings, "candidate_embeddings", dim=dim, check_finite=False)
     if embeddings.shape[0] != num_ids:
         raise ValueError(
-            f"got {num_ids} ids but {embeddings.shape[0]} candidate embeddings; give one id per candidate"
+            f"got {num_ids} ids but {embeddings.shape[0]} candidate embeddings; "
+            "give one id per candidate"
         )
     if embeddings.shape[1] < num_vectors:
         raise ValueError(
-            f"candidate_embeddings have {embeddings.shape[1]} vectors per candidate but the index stores "
+            f"candidate_embeddings have {embeddings.shape[1]} vectors per candidate "
+            "but the index stores "
             f"{num_vectors}; encode with r_c >= {num_vectors} or create the index with num_vectors="
             f"{embeddings.shape[1]}"
         )
