@@ -42,17 +42,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
-    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)  # noqa: E731
-    tensors = [unit(args.batch, 16, args.dim), unit(args.batch, 64, args.dim), unit(args.batch, 64, args.dim)]
+
+    def unit(*shape: int) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)
+
+    tensors = [
+        unit(args.batch, 16, args.dim),
+        unit(args.batch, 64, args.dim),
+        unit(args.batch, 64, args.dim),
+    ]
     one = step_seconds(MMRLoss(groups=PAPER_GROUPS[-1:]), tensors, args.repeats)
     five = step_seconds(MMRLoss(groups=PAPER_GROUPS), tensors, args.repeats)
     print(f"{'groups':>7} {'fwd+bwd ms':>11}")
     print(f"{1:>7} {1e3 * one:>11.1f}")
     print(f"{5:>7} {1e3 * five:>11.1f}")
-    print(f"ratio 5 groups / 1 group: {five / one:.2f} (batch {args.batch}, dim {args.dim}, one hard negative)")
+    print(
+        f"ratio 5 groups / 1 group: {five / one:.2f} "
+        f"(batch {args.batch}, dim {args.dim}, one hard negative)"
+    )
     RESULTS.mkdir(exist_ok=True)
-    out = {"batch": args.batch, "dim": args.dim, "one_group_ms": 1e3 * one, "five_groups_ms": 1e3 * five,
-           "ratio": five / one}
+    out = {
+        "batch": args.batch,
+        "dim": args.dim,
+        "one_group_ms": 1e3 * one,
+        "five_groups_ms": 1e3 * five,
+        "ratio": five / one,
+    }
     (RESULTS / "loss.json").write_text(json.dumps(out, indent=2))
 
 

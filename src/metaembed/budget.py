@@ -52,7 +52,9 @@ class Budget:
         for name in ("r_q", "r_c"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"Budget.{name} must be an int, got {type(value).__name__} {value!r}")
+                raise TypeError(
+                    f"Budget.{name} must be an int, got {type(value).__name__} {value!r}"
+                )
             if value < 1:
                 raise ValueError(f"Budget.{name} must be >= 1, got {value}")
 
@@ -152,7 +154,7 @@ def validate_groups(groups: Sequence[Budget]) -> tuple[Budget, ...]:
     groups = tuple(Budget.parse(g) for g in groups)
     if not groups:
         raise ValueError("at least one group is needed, for example PAPER_GROUPS")
-    for previous, current in zip(groups, groups[1:]):
+    for previous, current in zip(groups, groups[1:], strict=False):
         if not (current.r_q >= previous.r_q and current.r_c >= previous.r_c) or current == previous:
             raise ValueError(
                 f"groups must be nested and increasing, but {current} follows {previous}; "

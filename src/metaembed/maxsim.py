@@ -143,7 +143,10 @@ def maxsim(
     check_embeddings(query_embeddings, "query_embeddings")
     # Candidates are checked for NaN/inf chunk by chunk below, only inside the budget.
     check_embeddings(
-        candidate_embeddings, "candidate_embeddings", dim=query_embeddings.shape[2], check_finite=False
+        candidate_embeddings,
+        "candidate_embeddings",
+        dim=query_embeddings.shape[2],
+        check_finite=False,
     )
     num_queries, num_query_vectors, dim = query_embeddings.shape
     num_candidates, num_candidate_vectors, _ = candidate_embeddings.shape

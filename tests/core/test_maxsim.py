@@ -41,13 +41,17 @@ def test_matches_double_loop(
 ) -> None:
     rng = np.random.default_rng(seed)
     queries = rng.standard_normal((num_queries, num_query_vectors, dim)).astype(np.float32)
-    candidates = rng.standard_normal((num_candidates, num_candidate_vectors, dim)).astype(np.float32)
+    candidates = rng.standard_normal((num_candidates, num_candidate_vectors, dim)).astype(
+        np.float32
+    )
     r_q = data.draw(st.integers(1, num_query_vectors))
     r_c = data.draw(st.integers(1, num_candidate_vectors))
     chunk = data.draw(st.sampled_from([1, 7, 10**9]))
     got = maxsim(queries, candidates, Budget(r_q, r_c), chunk_elements=chunk)
     assert got.dtype == torch.float32 and got.shape == (num_queries, num_candidates)
-    np.testing.assert_allclose(got.numpy(), loop_maxsim(queries, candidates, r_q, r_c), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        got.numpy(), loop_maxsim(queries, candidates, r_q, r_c), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -108,7 +112,10 @@ def test_chunking_bounds_memory_and_keeps_results() -> None:
     queries = rng.standard_normal((2, 16, 32)).astype(np.float32)
     candidates = rng.standard_normal((300, 64, 32)).astype(np.float16)
     torch.testing.assert_close(
-        maxsim(queries, candidates, chunk_elements=2048), maxsim(queries, candidates), rtol=1e-5, atol=1e-4
+        maxsim(queries, candidates, chunk_elements=2048),
+        maxsim(queries, candidates),
+        rtol=1e-5,
+        atol=1e-4,
     )
 
 
@@ -179,4 +186,6 @@ def test_against_independent_library_einsum() -> None:
     for budget in (Budget(1, 1), Budget(4, 8), Budget(16, 64)):
         token = np.einsum("qad,cbd->qcab", queries[:, : budget.r_q], candidates[:, : budget.r_c])
         expected = token.max(axis=3).sum(axis=2)
-        np.testing.assert_allclose(maxsim(queries, candidates, budget).numpy(), expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            maxsim(queries, candidates, budget).numpy(), expected, rtol=1e-4, atol=1e-4
+        )

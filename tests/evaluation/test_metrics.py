@@ -18,8 +18,12 @@ def random_case(seed: int, num_queries: int = 25, num_docs: int = 30):
         qid = f"q{q}"
         docs = [f"d{d}" for d in rng.sample(range(num_docs * 2), num_docs)]
         # Coarse scores create ties, which trec_eval breaks by doc id.
-        run[qid] = {doc: float(rng.randint(0, 12)) / 4 for doc in rng.sample(docs, rng.randint(1, num_docs))}
-        qrels[qid] = {doc: rng.choice([0, 1, 1, 2, 3]) for doc in rng.sample(docs, rng.randint(1, 8))}
+        run[qid] = {
+            doc: float(rng.randint(0, 12)) / 4 for doc in rng.sample(docs, rng.randint(1, num_docs))
+        }
+        qrels[qid] = {
+            doc: rng.choice([0, 1, 1, 2, 3]) for doc in rng.sample(docs, rng.randint(1, 8))
+        }
     return run, qrels
 
 

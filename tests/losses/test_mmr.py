@@ -12,7 +12,9 @@ from metaembed import PAPER_GROUPS, Budget
 from metaembed.losses import MMRLoss
 
 
-def naive_score(query: torch.Tensor, candidate: torch.Tensor, group: Budget, mean: bool) -> torch.Tensor:
+def naive_score(
+    query: torch.Tensor, candidate: torch.Tensor, group: Budget, mean: bool
+) -> torch.Tensor:
     total = query.new_zeros(())
     for a in range(group.r_q):
         total = total + torch.stack([query[a] @ candidate[b] for b in range(group.r_c)]).max()
@@ -26,10 +28,13 @@ def naive_loss(queries, positives, negatives, groups, temperature, weights, mean
         negatives = negatives[:, None]
     total = queries.new_zeros(())
     per_group = {}
-    for group, weight in zip(groups, weights):
+    for group, weight in zip(groups, weights, strict=True):
         group_total = queries.new_zeros(())
         for u in range(batch):
-            logits = [naive_score(queries[u], positives[v], group, mean) for v in range(positives.shape[0])]
+            logits = [
+                naive_score(queries[u], positives[v], group, mean)
+                for v in range(positives.shape[0])
+            ]
             if negatives is not None:
                 logits += [naive_score(queries[u], n, group, mean) for n in negatives[u]]
             logits = torch.stack(logits) / temperature
@@ -56,18 +61,22 @@ def test_values_and_gradients_match_naive(normalization: str, negatives_shape: s
     elif negatives_shape == "multi":
         negatives = random_unit(batch, 2, 64, dim, seed=3).requires_grad_()
     weights = (1.0, 0.5, 2.0, 1.0, 0.25)
-    loss_fn = MMRLoss(PAPER_GROUPS, temperature=0.05, weights=weights, score_normalization=normalization)
+    loss_fn = MMRLoss(
+        PAPER_GROUPS, temperature=0.05, weights=weights, score_normalization=normalization
+    )
     output = loss_fn(queries, positives, negatives)
     expected, expected_groups = naive_loss(
         queries, positives, negatives, PAPER_GROUPS, 0.05, weights, normalization == "mean"
     )
     torch.testing.assert_close(output.loss.double(), expected, rtol=1e-5, atol=1e-6)
     for group in PAPER_GROUPS:
-        torch.testing.assert_close(output.group_losses[group].double(), expected_groups[group], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            output.group_losses[group].double(), expected_groups[group], rtol=1e-5, atol=1e-6
+        )
     inputs = [t for t in (queries, positives, negatives) if t is not None]
     got_grads = torch.autograd.grad(output.loss, inputs)
     expected_grads = torch.autograd.grad(expected, inputs)
-    for got, want in zip(got_grads, expected_grads):
+    for got, want in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
 
 
@@ -87,13 +96,17 @@ def test_other_queries_negatives_never_enter_the_softmax() -> None:
     negatives = random_unit(2, 8, 6, seed=8)
     loss_fn = MMRLoss((Budget(4, 8),))
     base = loss_fn(queries, positives, negatives)
-    # Replace query 1's negative with a copy of query 0's query vectors (a perfect match for query 0).
+    # Replace query 1's negative with a copy of query 0's vectors (a perfect match for query 0).
     changed = negatives.clone()
     changed[1, :4] = queries[0]
     changed_out = loss_fn(queries, positives, changed)
     # Query 0's term is unchanged, so the change is entirely query 1's term.
-    q0_base = naive_loss(queries[:1], positives, negatives[:1], (Budget(4, 8),), 0.03, (1.0,), True)[0]
-    q0_changed = naive_loss(queries[:1], positives, changed[:1], (Budget(4, 8),), 0.03, (1.0,), True)[0]
+    q0_base = naive_loss(
+        queries[:1], positives, negatives[:1], (Budget(4, 8),), 0.03, (1.0,), True
+    )[0]
+    q0_changed = naive_loss(
+        queries[:1], positives, changed[:1], (Budget(4, 8),), 0.03, (1.0,), True
+    )[0]
     torch.testing.assert_close(q0_base, q0_changed)
     assert not torch.allclose(base.loss, changed_out.loss)
 
@@ -136,7 +149,9 @@ def test_perfect_embeddings_give_small_loss() -> None:
 def test_bad_input(kwargs, call, message) -> None:
     negatives = torch.ones(call["n"]) if "n" in call else None
     with pytest.raises(ValueError, match=message):
-        MMRLoss(**kwargs)(torch.ones(call["q"]), torch.ones(call["p"]), negatives, offset=call.get("offset", 0))
+        MMRLoss(**kwargs)(
+            torch.ones(call["q"]), torch.ones(call["p"]), negatives, offset=call.get("offset", 0)
+        )
 
 
 def test_bad_configuration() -> None:

@@ -29,7 +29,10 @@ from collections.abc import Iterable, Mapping, Sequence
 __all__ = ["evaluate", "per_query", "parse_metric", "SUPPORTED_METRICS"]
 
 SUPPORTED_METRICS = ("ndcg", "p", "recall", "mrr", "hit")
-"""Metric families, each written ``name@k`` (``hit@k`` is 1 when any relevant document is in the top k)."""
+"""Metric families, each written ``name@k``.
+
+``hit@k`` is 1 when any relevant document is in the top k, else 0.
+"""
 
 _METRIC_PATTERN = re.compile(r"^(ndcg|p|recall|mrr|hit)@(\d+)$")
 
@@ -54,7 +57,10 @@ def parse_metric(name: str) -> tuple[str, int]:
 
 def _ranked(documents: Mapping[str, float]) -> list[str]:
     # trec_eval order: score descending, then document id descending.
-    return [doc for doc, _ in sorted(documents.items(), key=lambda item: (item[1], item[0]), reverse=True)]
+    return [
+        doc
+        for doc, _ in sorted(documents.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    ]
 
 
 def _metric(family: str, k: int, ranking: Sequence[str], grades: Mapping[str, int]) -> float:

@@ -52,7 +52,7 @@ class SearchResult:
     def hits(self, query_index: int) -> list[tuple[int, float]]:
         """Non-empty ``(id, score)`` pairs of one query, best first."""
         ids, scores = self.ids[query_index], self.scores[query_index]
-        return [(int(i), float(s)) for i, s in zip(ids, scores) if i != EMPTY_ID]
+        return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i != EMPTY_ID]
 
 
 class MultiVectorIndexBase(abc.ABC):
@@ -60,7 +60,9 @@ class MultiVectorIndexBase(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def create(cls, path: Any, dim: int, num_vectors: int = 64, **options: Any) -> MultiVectorIndexBase:
+    def create(
+        cls, path: Any, dim: int, num_vectors: int = 64, **options: Any
+    ) -> MultiVectorIndexBase:
         """Create a new, empty index."""
 
     @classmethod
@@ -89,7 +91,7 @@ class MultiVectorIndexBase(abc.ABC):
 
     @abc.abstractmethod
     def __len__(self) -> int:
-        """Number of live candidates."""
+        """Return the number of live candidates."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:

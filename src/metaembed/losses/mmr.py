@@ -69,7 +69,7 @@ def group_scores(
     -------
     torch.Tensor, shape (..., Nc)
 
-    >>> sim = torch.tensor([[[[0.1, 0.9]], [[0.5, 0.2]]]])  # (1 query, 2 vectors, 1 cand, 2 vectors)
+    >>> sim = torch.tensor([[[[0.1, 0.9]], [[0.5, 0.2]]]])  # (1 query, 2 vec, 1 cand, 2 vec)
     >>> group_scores(sim, Budget(1, 1))
     tensor([[0.1000]])
     >>> group_scores(sim, Budget(2, 2))
@@ -146,7 +146,9 @@ class MMRLoss(nn.Module):
         -------
         MMRLossOutput
         """
-        negatives = self._check(query_embeddings, positive_embeddings, hard_negative_embeddings, offset)
+        negatives = self._check(
+            query_embeddings, positive_embeddings, hard_negative_embeddings, offset
+        )
         batch = query_embeddings.shape[0]
         # Half-precision inputs are scored in float32; float64 stays float64.
         compute_dtype = torch.promote_types(query_embeddings.dtype, torch.float32)
@@ -164,7 +166,7 @@ class MMRLoss(nn.Module):
 
         group_losses: dict[Budget, torch.Tensor] = {}
         total = queries.new_zeros(())
-        for group, weight in zip(self.groups, self.weights):
+        for group, weight in zip(self.groups, self.weights, strict=True):
             logits = group_scores(positive_similarity, group, self.score_normalization)  # (B, Bc)
             if negative_similarity is not None:
                 own_negatives = group_scores(
