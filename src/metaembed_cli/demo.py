@@ -58,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"retrain the demo model and its baseline from CONFIG (default {DEFAULT_CONFIG}) "
         "instead of running the demo",
     )
+    parser.add_argument(
+        "--export-train-data",
+        metavar="JSONL",
+        help="write the demo's training pairs as MMEB-train JSONL (for metaembed train) and exit",
+    )
     parser.set_defaults(func=run)
 
 
@@ -126,6 +131,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("METAEMBED_CACHE_DIR", args.cache)
     if not ensure_openclipart(args.openclipart_root, allow_install=not args.no_install):
         return 2
+    if args.export_train_data:
+        from metaembed.demo.training import DemoTrainingConfig, export_training_data
+
+        config = DemoTrainingConfig.from_yaml(
+            DEFAULT_CONFIG, openclipart_root=args.openclipart_root
+        )
+        print(f"wrote {export_training_data(config, args.export_train_data)}")
+        return 0
     if args.train is not None:
         os.environ.setdefault("METAEMBED_FEATURE_CACHE_DIR", os.path.join(args.cache, "features"))
         return _train(args)

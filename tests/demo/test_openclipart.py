@@ -103,3 +103,10 @@ def test_mmeb_jsonl_rows(clipart, tmp_path):
     assert len(rows) == len(pairs)
     image_queries = [row for row in rows if row["qry_image_path"]]
     assert image_queries and all(row["qry"].startswith("<|image_1|>") for row in image_queries)
+    from metaembed.training.data import parse_row  # the general trainer reads them back
+
+    for pair, row in zip(pairs, rows, strict=True):
+        example = parse_row(row, "mmeb", tmp_path, check_images=False)
+        assert (example.query.image is None) == (pair.query.image is None)
+        assert pair.query.text is None or pair.query.text in (example.query.text or "")
+        assert (example.positive.image is None) == (pair.positive.image is None)

@@ -136,6 +136,10 @@ def _mmeb_text(item: Item) -> str:
     return f"{MMEB_IMAGE_TOKEN}\n{text}" if item.image is not None else text
 
 
+def _absolute(image: object) -> str:
+    return str(Path(str(image)).resolve()) if image else ""
+
+
 def write_mmeb_jsonl(pairs: Sequence[TrainingPair], path: str | os.PathLike[str]) -> Path:
     """Write ``pairs`` as MMEB-train rows (image paths absolute), atomically; return the path."""
     target = Path(path)
@@ -146,9 +150,9 @@ def write_mmeb_jsonl(pairs: Sequence[TrainingPair], path: str | os.PathLike[str]
             row = {
                 "task": pair.task,
                 "qry": _mmeb_text(pair.query),
-                "qry_image_path": str(pair.query.image or ""),
+                "qry_image_path": _absolute(pair.query.image),
                 "pos_text": _mmeb_text(pair.positive),
-                "pos_image_path": str(pair.positive.image or ""),
+                "pos_image_path": _absolute(pair.positive.image),
             }
             handle.write(json.dumps(row) + "\n")
     os.replace(temporary, target)

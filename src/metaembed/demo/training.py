@@ -224,19 +224,8 @@ def train_from_config(
 ) -> DemoTrainingResult:
     """Prepare the split (:func:`~metaembed.demo.dataset.prepare_demo_data`) and train on it."""
     from metaembed.data.clipart_training import task_batches, training_pairs
-    from metaembed.demo.dataset import prepare_demo_data
 
-    data = prepare_demo_data(
-        config.openclipart_root,
-        config.data_cache,
-        heldout_size=config.heldout_size,
-        split_seed=config.split_seed,
-        max_title_share=config.max_title_share,
-        show_progress=show_progress,
-    )
-    train_images = list(data.train)
-    if config.max_train_images is not None and len(train_images) > config.max_train_images:
-        train_images = random.Random(config.seed).sample(train_images, config.max_train_images)
+    train_images = _train_images(config, show_progress)
     pairs = training_pairs(train_images)
     epochs = 1 + config.max_steps * config.batch_size // max(1, len(pairs))
     batches = task_batches(
@@ -251,6 +240,32 @@ def train_from_config(
     return train_demo_model(config, batches, on_step=on_step, warm_start_images=warm_start)
 
 
+def _train_images(config: DemoTrainingConfig, show_progress: bool = False) -> list[Any]:
+    """Return the train images of ``config``: its split, then a seeded subset."""
+    from metaembed.demo.dataset import prepare_demo_data
+
+    data = prepare_demo_data(
+        config.openclipart_root,
+        config.data_cache,
+        heldout_size=config.heldout_size,
+        split_seed=config.split_seed,
+        max_title_share=config.max_title_share,
+        show_progress=show_progress,
+    )
+    train_images = list(data.train)
+    if config.max_train_images is not None and len(train_images) > config.max_train_images:
+        train_images = random.Random(config.seed).sample(train_images, config.max_train_images)
+    return train_images
+
+
+def export_training_data(config: DemoTrainingConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the training pairs of ``config`` as MMEB-train JSONL (for ``metaembed train``)."""
+    from metaembed.data.clipart_training import training_pairs, write_mmeb_jsonl
+
+    train_images = _train_images(config)
+    return write_mmeb_jsonl(training_pairs(train_images), path)
+
+
 def fit_demo_baseline(config: DemoTrainingConfig, show_progress: bool = False) -> Path:
     """Fit the baseline's linear image map on the same train images and save it next to the model.
 
@@ -260,20 +275,10 @@ def fit_demo_baseline(config: DemoTrainingConfig, show_progress: bool = False) -
     """
     from metaembed.data.clipart_training import training_pairs
     from metaembed.demo.baselines import MiniLMEncoder, fit_linear_map, save_linear_map
-    from metaembed.demo.dataset import prepare_demo_data
     from metaembed.demo.runner import image_features
     from metaembed.model.modeling import MetaEmbedModel
 
-    data = prepare_demo_data(
-        config.openclipart_root,
-        config.data_cache,
-        heldout_size=config.heldout_size,
-        split_seed=config.split_seed,
-        max_title_share=config.max_title_share,
-    )
-    train_images = list(data.train)
-    if config.max_train_images is not None and len(train_images) > config.max_train_images:
-        train_images = random.Random(config.seed).sample(train_images, config.max_train_images)
+    train_images = _train_images(config)
     pairs = [
         (pair.positive.image, pair.query.text)
         if pair.positive.image is not None
