@@ -8,11 +8,10 @@ import math
 
 import pytest
 
-from tests.demo.clipart_support import write_clipart_tree
-
 from metaembed.demo.report import PLOT_FILENAME, RESULTS_FILENAME, format_table, write_outputs
 from metaembed.demo.runner import DemoSettings, run_demo
 from metaembed.demo.training import DemoTrainingConfig, fit_demo_baseline, train_from_config
+from tests.demo.clipart_support import write_clipart_tree
 
 
 @pytest.fixture(scope="module")
