@@ -121,6 +121,26 @@ def as_items(values: Sequence[ItemLike]) -> list[Item]:
     return [as_item(value, index=i) for i, value in enumerate(values)]
 
 
+def _to_rgb(picture: Any) -> Any:
+    """Convert to RGB, compositing transparent pixels onto white.
+
+    A plain ``convert("RGB")`` drops the alpha channel, which turns transparent
+    drawings (most clipart and icons) black on black.
+    """
+    from PIL import Image
+
+    if picture.mode == "RGB":
+        return picture
+    has_alpha = picture.mode in ("RGBA", "LA", "PA") or (
+        picture.mode == "P" and "transparency" in picture.info
+    )
+    if not has_alpha:
+        return picture.convert("RGB")
+    rgba = picture.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
 def load_image(image: Any, index: int | None = None, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> Any:
     """Return ``image`` (PIL image or path) as an RGB PIL image, longest side <= ``max_side``.
 
@@ -157,8 +177,7 @@ def load_image(image: Any, index: int | None = None, max_side: int = DEFAULT_MAX
                 f"{where}image {str(path)!r} is too large to decode safely ({error}); "
                 "shrink it below 89 megapixels first"
             ) from error
-    if picture.mode != "RGB":
-        picture = picture.convert("RGB")
+    picture = _to_rgb(picture)
     if max(picture.size) > max_side:
         picture = picture.copy()
         picture.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)

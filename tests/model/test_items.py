@@ -46,3 +46,22 @@ def test_load_errors_name_the_item(tmp_path):
         load_item_images([Item(image=tmp_path / "nope.png")], indices=[7])
     with pytest.raises(ValueError, match="item 0: cannot read image file .*broken.png"):
         load_item_images([Item(image=broken)])
+
+
+def test_transparent_images_are_composited_on_white(tmp_path):
+    from PIL import Image
+
+    from metaembed.items import load_image
+
+    drawing = Image.new("RGBA", (4, 4), (0, 0, 0, 0))  # fully transparent...
+    drawing.putpixel((1, 1), (0, 0, 0, 255))  # ...with one black pixel
+    path = tmp_path / "clipart.png"
+    drawing.save(path)
+    for source in (drawing, path, drawing.convert("LA")):
+        rgb = load_image(source)
+        assert rgb.mode == "RGB"
+        assert rgb.getpixel((0, 0)) == (255, 255, 255)  # background, not black
+        assert rgb.getpixel((1, 1)) == (0, 0, 0)
+    palette = drawing.convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    assert load_image(palette).getpixel((0, 0)) == (255, 255, 255)
