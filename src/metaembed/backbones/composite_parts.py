@@ -42,6 +42,7 @@ __all__ = [
     "load_language_model",
     "load_vision_encoder",
     "SMOLLM2_GGUF",
+    "smollm2_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,21 @@ def _convert_smollm2(target: Path) -> None:
         raise
 
 
+def smollm2_folder(target: str | os.PathLike[str] | None = None) -> Path:
+    """Return a Hugging Face folder with SmolLM2-135M-Instruct, converted from the GGUF once.
+
+    Parameters
+    ----------
+    target : path, optional
+        Where the converted folder lives (default ``cache_dir() / "smollm2-135m-instruct"``).
+        Written atomically, so a crash never leaves a half-converted folder.
+    """
+    folder = Path(target) if target is not None else cache_dir() / "smollm2-135m-instruct"
+    if not (folder / "config.json").is_file():
+        _convert_smollm2(folder)
+    return folder
+
+
 def _tiny_llama(seed: int) -> tuple[nn.Module, Any]:
     from metaembed.backbones.causal_lm import CausalLMAdapter
 
@@ -195,10 +211,7 @@ def load_language_model(
 
         source = name
         if name == "smollm2-135m-instruct":
-            target = cache_dir() / "smollm2-135m-instruct"
-            if not (target / "config.json").is_file():
-                _convert_smollm2(target)
-            source = str(target)
+            source = str(smollm2_folder())
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source, dtype=torch.float32)
     if num_layers is not None:
