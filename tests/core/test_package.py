@@ -9,6 +9,7 @@ import pytest
 
 import metaembed
 import metaembed.evaluation
+import metaembed.index
 
 
 @pytest.mark.parametrize("name", sorted(metaembed._LAZY_EXPORTS))
@@ -19,6 +20,11 @@ def test_lazy_exports_resolve(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(metaembed.evaluation._LAZY_EXPORTS))
 def test_evaluation_exports_resolve(name: str) -> None:
     assert getattr(metaembed.evaluation, name) is not None
+
+
+@pytest.mark.parametrize("name", sorted(metaembed.index._LAZY_EXPORTS))
+def test_index_exports_resolve(name: str) -> None:
+    assert getattr(metaembed.index, name) is not None
 
 
 def test_unknown_attribute() -> None:
