@@ -5,8 +5,9 @@ the scale-out :class:`~metaembed.index.qdrant.QdrantIndex`) share this API:
 
 ``create``, ``open``, ``add``, ``delete``, ``search(queries, k, budget)``,
 ``__len__`` and ``stats``. Backends may accept extra keyword options (for
-example ``upsert=`` on ``add``; ``verify``, ``backend`` or ``device`` on ``open``),
-but the positional signatures and the result type are shared. Congruence tests run the same data through every
+example ``upsert=`` on ``add``; ``verify``, ``backend`` or ``device`` on
+``open``), but the positional signatures and the result type are shared.
+Congruence tests run the same data through every
 backend and compare with the reference :func:`metaembed.maxsim`.
 """
 
