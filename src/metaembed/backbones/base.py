@@ -19,10 +19,11 @@ The subclass sets the class attributes and implements the abstract methods:
     detect the family of a checkpoint).
 ``supports_images`` (bool)
     Whether items may carry an image.
-``load(name_or_path, *, dtype, device, **kwargs)`` (classmethod)
-    Load the Hugging Face model *without* its LM head when possible (the
-    ``AutoModel`` class, which returns ``last_hidden_state``) and the
-    processor, and return ``cls(model, processor)``.
+``load_processor(name_or_path, **kwargs)`` / ``load_model(name_or_path, *, dtype, **kwargs)``
+    (classmethods, optional) What the shared ``load`` calls: defaults are
+    ``AutoProcessor`` and the headless ``AutoModel`` (``last_hidden_state``, no
+    LM head). Override them for a family's own classes; override ``load``
+    itself only for a backbone that is not a Hugging Face checkpoint.
 ``build_inputs(items, role)``
     Turn a list of :class:`~metaembed.items.Item` (images already loaded as
     RGB PIL images) into the model's keyword arguments, **left padded**, with
@@ -72,6 +73,7 @@ Changelog
   New helper ``positions_from_mask`` for families whose HF model numbers
   left-padded positions from the padding (pass it as ``position_ids`` in
   ``run_backbone``).
+- v3: ``load`` is shared; families supply ``load_processor`` / ``load_model``.
 """
 
 from __future__ import annotations
@@ -146,7 +148,6 @@ class BackboneAdapter(abc.ABC):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    @abc.abstractmethod
     def load(
         cls,
         name_or_path: str,
@@ -155,7 +156,30 @@ class BackboneAdapter(abc.ABC):
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> BackboneAdapter:
-        """Load the Hugging Face model and processor from a Hub id or a local folder."""
+        """Load the headless model and its processor from a Hub id or a local folder.
+
+        Families customise :meth:`load_processor` and :meth:`load_model`; only a
+        backbone that is not a Hugging Face checkpoint overrides ``load`` itself.
+        """
+        processor = cls.load_processor(name_or_path, **kwargs)
+        model = cls.load_model(name_or_path, dtype=dtype or torch.float32, **kwargs)
+        if device is not None:
+            model.to(device)
+        return cls(model.eval(), processor)
+
+    @classmethod
+    def load_processor(cls, name_or_path: str, **kwargs: Any) -> Any:
+        """Load the processor (default ``AutoProcessor``; ``kwargs`` are the model's)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(name_or_path)
+
+    @classmethod
+    def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
+        """Load the headless model (default ``AutoModel``, which returns ``last_hidden_state``)."""
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(name_or_path, dtype=dtype, **kwargs)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> BackboneAdapter:

@@ -36,23 +36,12 @@ class CausalLMAdapter(BackboneAdapter):
     supports_images = False
 
     @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        **kwargs: Any,
-    ) -> CausalLMAdapter:
-        """Load ``AutoModel`` + ``AutoTokenizer`` (``gguf_file`` and other kwargs passed on)."""
-        from transformers import AutoModel, AutoTokenizer
+    def load_processor(cls, name_or_path: str, **kwargs: Any) -> Any:
+        """Load ``AutoTokenizer`` (``gguf_file`` and ``revision`` are passed on)."""
+        from transformers import AutoTokenizer
 
         tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "revision")}
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **tokenizer_kwargs)
-        model = AutoModel.from_pretrained(name_or_path, dtype=dtype or torch.float32, **kwargs)
-        if device is not None:
-            model.to(device)
-        return cls(model.eval(), tokenizer)
+        return AutoTokenizer.from_pretrained(name_or_path, **tokenizer_kwargs)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> CausalLMAdapter:

@@ -99,22 +99,9 @@ class Idefics3Adapter(BackboneAdapter):
         )
 
     @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        **kwargs: Any,
-    ) -> Idefics3Adapter:
-        """Load the headless model (``AutoModel``) and its processor."""
-        from transformers import AutoModel
-
-        processor = cls._load_processor(name_or_path)
-        model = AutoModel.from_pretrained(name_or_path, dtype=dtype or torch.float32, **kwargs)
-        if device is not None:
-            model.to(device)
-        return cls(model.eval(), processor)
+    def load_processor(cls, name_or_path: str, **kwargs: Any) -> Any:
+        """Load the processor (image-only Idefics3 processor for SmolVLM folders)."""
+        return cls._load_processor(name_or_path)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> Idefics3Adapter:
@@ -133,21 +120,41 @@ class Idefics3Adapter(BackboneAdapter):
             size={"longest_edge": 112}, max_image_size={"longest_edge": 56}
         )
         processor = Idefics3Processor(
-            image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4,
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            image_seq_len=4,
             chat_template=IDEFICS3_CHAT_TEMPLATE,
         )
-        text_config = dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
-                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=2048, bos_token_id=None,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        text_config = dict(
+            model_type="llama",
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         text_config.update(overrides.pop("text_config", {}))
-        vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, image_size=56, patch_size=14)
+        vision_config = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+        )
         vision_config.update(overrides.pop("vision_config", {}))
         config = Idefics3Config(
-            text_config=text_config, vision_config=vision_config, scale_factor=2,
+            text_config=text_config,
+            vision_config=vision_config,
+            scale_factor=2,
             image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-            pad_token_id=tokenizer.pad_token_id, **overrides,
+            pad_token_id=tokenizer.pad_token_id,
+            **overrides,
         )
         torch.manual_seed(seed)
         model = Idefics3Model(config).eval()
@@ -186,9 +193,12 @@ class Idefics3Adapter(BackboneAdapter):
         inputs = {key: processed[key] for key in MODEL_INPUT_KEYS if key in processed}
         length = inputs["input_ids"].shape[1]
         if images and self.max_length is not None and length > self.max_length:
-            logger.warning("prompt of %d tokens exceeds max_length=%d; prompts with images are "
-                           "not truncated (image tokens must stay whole)",
-                           length, self.max_length)
+            logger.warning(
+                "prompt of %d tokens exceeds max_length=%d; prompts with images are "
+                "not truncated (image tokens must stay whole)",
+                length,
+                self.max_length,
+            )
         return inputs
 
     def run_backbone(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -86,22 +86,11 @@ class MllamaAdapter(BackboneAdapter):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        **kwargs: Any,
-    ) -> MllamaAdapter:
-        """Load the headless ``MllamaModel`` and ``MllamaProcessor``."""
-        from transformers import AutoProcessor, MllamaModel
+    def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
+        """Load the headless ``MllamaModel``."""
+        from transformers import MllamaModel
 
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        model = MllamaModel.from_pretrained(name_or_path, dtype=dtype or torch.float32, **kwargs)
-        if device is not None:
-            model.to(device)
-        return cls(model.eval(), processor)
+        return MllamaModel.from_pretrained(name_or_path, dtype=dtype, **kwargs)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> MllamaAdapter:
@@ -113,26 +102,50 @@ class MllamaAdapter(BackboneAdapter):
 
         tokenizer = build_tokenizer(chat_template=MLLAMA_CHAT_TEMPLATE)
         extra = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"]
-        tokenizer.add_special_tokens({"bos_token": "<|begin_of_text|>",
-                                      "additional_special_tokens": extra},
-                                     replace_extra_special_tokens=False)
-        image_processor = MllamaImageProcessorPil(size={"height": 56, "width": 56},
-                                                  max_image_tiles=2)
-        processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    chat_template=MLLAMA_CHAT_TEMPLATE)
-        text_config = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=3, cross_attention_layers=[1], num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=2048,
-                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                           bos_token_id=tokenizer.bos_token_id)
+        tokenizer.add_special_tokens(
+            {"bos_token": "<|begin_of_text|>", "additional_special_tokens": extra},
+            replace_extra_special_tokens=False,
+        )
+        image_processor = MllamaImageProcessorPil(
+            size={"height": 56, "width": 56}, max_image_tiles=2
+        )
+        processor = MllamaProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=MLLAMA_CHAT_TEMPLATE
+        )
+        text_config = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            cross_attention_layers=[1],
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
         text_config.update(overrides.pop("text_config", {}))
-        vision_config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_global_layers=1, attention_heads=2, image_size=56, patch_size=14,
-                             max_num_tiles=2, intermediate_layers_indices=[0], vision_output_dim=64,
-                             supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]])
+        vision_config = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_global_layers=1,
+            attention_heads=2,
+            image_size=56,
+            patch_size=14,
+            max_num_tiles=2,
+            intermediate_layers_indices=[0],
+            vision_output_dim=64,
+            supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+        )
         vision_config.update(overrides.pop("vision_config", {}))
-        config = MllamaConfig(text_config=text_config, vision_config=vision_config,
-                              image_token_index=processor.image_token_id, **overrides)
+        config = MllamaConfig(
+            text_config=text_config,
+            vision_config=vision_config,
+            image_token_index=processor.image_token_id,
+            **overrides,
+        )
         torch.manual_seed(seed)
         model = MllamaModel(config).eval()
         with torch.no_grad():

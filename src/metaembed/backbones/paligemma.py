@@ -67,22 +67,11 @@ class PaliGemmaAdapter(BackboneAdapter):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        **kwargs: Any,
-    ) -> PaliGemmaAdapter:
-        """Load the headless ``PaliGemmaModel`` and ``PaliGemmaProcessor``."""
-        from transformers import AutoProcessor, PaliGemmaModel
+    def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
+        """Load the headless ``PaliGemmaModel``."""
+        from transformers import PaliGemmaModel
 
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        model = PaliGemmaModel.from_pretrained(name_or_path, dtype=dtype or torch.float32, **kwargs)
-        if device is not None:
-            model.to(device)
-        return cls(model.eval(), processor)
+        return PaliGemmaModel.from_pretrained(name_or_path, dtype=dtype, **kwargs)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> PaliGemmaAdapter:
@@ -98,20 +87,39 @@ class PaliGemmaAdapter(BackboneAdapter):
         image_processor.image_seq_length = 16  # (56 / 14) ** 2 patches
         processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
         vocab_size = len(tokenizer)  # the processor added <loc>/<seg> tokens
-        text_config = dict(model_type="gemma", vocab_size=vocab_size, hidden_size=32,
-                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=8, max_position_embeddings=2048,
-                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                           bos_token_id=tokenizer.bos_token_id)
+        text_config = dict(
+            model_type="gemma",
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=2048,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
         text_config.update(overrides.pop("text_config", {}))
-        vision_config = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
-                             num_hidden_layers=2, num_attention_heads=2, image_size=56,
-                             patch_size=14, vision_use_head=False)
+        vision_config = dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+            vision_use_head=False,
+        )
         vision_config.update(overrides.pop("vision_config", {}))
         config = PaliGemmaConfig(
-            text_config=text_config, vision_config=vision_config,
-            image_token_index=processor.image_token_id, vocab_size=vocab_size,
-            projection_dim=text_config["hidden_size"], hidden_size=text_config["hidden_size"],
+            text_config=text_config,
+            vision_config=vision_config,
+            image_token_index=processor.image_token_id,
+            vocab_size=vocab_size,
+            projection_dim=text_config["hidden_size"],
+            hidden_size=text_config["hidden_size"],
             **overrides,
         )
         torch.manual_seed(seed)
@@ -124,8 +132,12 @@ class PaliGemmaAdapter(BackboneAdapter):
         tokenizer = self.tokenizer
         text = "\n".join(part for part in (item.instruction, item.text) if part)
         truncate = self.max_length is not None
-        text_ids = tokenizer(f"{tokenizer.bos_token}{text}\n", add_special_tokens=False,
-                             truncation=truncate, max_length=self.max_length)["input_ids"]
+        text_ids = tokenizer(
+            f"{tokenizer.bos_token}{text}\n",
+            add_special_tokens=False,
+            truncation=truncate,
+            max_length=self.max_length,
+        )["input_ids"]
         if item.image is None:
             return list(text_ids)
         image_ids = [self.processor.image_token_id] * self.processor.image_seq_length

@@ -122,29 +122,21 @@ class Qwen2VLAdapter(BackboneAdapter):
             chat_template=getattr(tokenizer, "chat_template", None),
         )
 
-    @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        **kwargs: Any,
-    ) -> Qwen2VLAdapter:
-        """Load the headless model and an (image-only if need be) processor."""
-        processor = cls._load_processor(name_or_path)
-        model = cls._model_class().from_pretrained(
-            name_or_path, dtype=dtype or torch.float32, **kwargs
-        )
-        if device is not None:
-            model.to(device)
-        return cls(model.eval(), processor)
-
     def save_processor(self, directory: str) -> None:
         """Save tokenizer (with chat template) and image processor; no video processor."""
         self.tokenizer.chat_template = self.tokenizer.chat_template or self.processor.chat_template
         self.tokenizer.save_pretrained(directory)
         self.processor.image_processor.save_pretrained(directory)
+
+    @classmethod
+    def load_processor(cls, name_or_path: str, **kwargs: Any) -> Any:
+        """Load the processor, image-only (no video processor) if need be."""
+        return cls._load_processor(name_or_path)
+
+    @classmethod
+    def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
+        """Load the headless model class of this Qwen-VL generation."""
+        return cls._model_class().from_pretrained(name_or_path, dtype=dtype, **kwargs)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> Qwen2VLAdapter:

@@ -81,7 +81,8 @@ def get_adapter_class(family: str) -> type[BackboneAdapter]:
     target = _FAMILIES.get(name)
     if target is None:
         raise ValueError(
-            f"unknown backbone family {family!r}; known families: {', '.join(available_families())} "
+            f"unknown backbone family {family!r}; "
+            f"known families: {', '.join(available_families())} "
             "(add one with a file in metaembed/backbones/ and a line in registry._FAMILIES)"
         )
     module_name, class_name = target.split(":")
