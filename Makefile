@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test test-fast demo lint bench clean
+.PHONY: venv test test-fast demo demo-train ablations lint bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,12 @@ test-fast: venv
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main demo
+
+demo-train: venv
+	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main demo --train
+
+ablations: venv
+	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main reproduce ablations
 
 lint: venv
 	$(PY) -m ruff check src tests bench
