@@ -34,7 +34,8 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     stats = index.stats()
     print(
-        f"ok: {stats['num_candidates']} candidates in {stats['num_segments']} segments, checksums match"
+        f"ok: {stats['num_candidates']} candidates in {stats['num_segments']} segments, "
+        "checksums match"
     )
     return 0
 

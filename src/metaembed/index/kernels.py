@@ -64,12 +64,12 @@ def available_backends() -> tuple[str, ...]:
 
 
 def default_backend() -> str:
-    """The backend ``"auto"`` resolves to on CPU."""
+    """Return the backend ``"auto"`` resolves to on CPU."""
     return available_backends()[0]
 
 
 def _as_raw_tensor(values: Any) -> torch.Tensor:
-    """A torch view of a raw stored array (bfloat16 bits as int16)."""
+    """Return a torch view of a raw stored array (bfloat16 bits as int16)."""
     if isinstance(values, torch.Tensor):
         return values
     array = np.asarray(values)

@@ -135,7 +135,7 @@ def _score_range(queries, tiers, scales, takes, kind, num_queries, r_q, start, s
 
 
 def _plain(values: Any, dtype: Any = None) -> np.ndarray:
-    """A C-contiguous, read-only ndarray view (memory maps are read-only: one signature for all)."""
+    """Return a C-contiguous, read-only ndarray view (one compiled signature for all)."""
     array = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     if dtype is not None and array.dtype != dtype:
         array = array.view(dtype)

@@ -288,7 +288,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
         return len(existing)
 
     def _tombstoned(self, locations: dict[int, tuple[int, int]], generation: int):
-        """The snapshot's segments with ``locations`` deleted (fully deleted ones dropped)."""
+        """Return the snapshot's segments with ``locations`` deleted (empty ones dropped)."""
         rows_by_segment: dict[int, list[int]] = {}
         for segment_index, row in locations.values():
             rows_by_segment.setdefault(segment_index, []).append(row)
@@ -407,7 +407,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
         return result
 
     def reconstruct(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Stored embeddings of the given ids, decoded to float32, shape (n, num_vectors, dim).
+        """Return stored embeddings of ``ids``, decoded to float32, shape (n, num_vectors, dim).
 
         These are the exact values search scores (after float16/bfloat16/int8
         rounding). An id not in the index raises ``KeyError``.

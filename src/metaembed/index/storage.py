@@ -136,11 +136,11 @@ class Layout:
             raise ValueError(f"tiers {self.tiers} must cover vectors 0..{self.num_vectors}")
 
     def tiers_for(self, r_c: int) -> int:
-        """Number of tiers a budget with ``r_c`` candidate vectors reads (the last maybe partly)."""
+        """Count the tiers a budget with ``r_c`` candidate vectors reads (the last maybe partly)."""
         return sum(1 for start, _ in self.tiers if start < r_c)
 
     def bytes_per_candidate(self, r_c: int | None = None) -> int:
-        """Stored bytes per candidate for its first ``r_c`` vectors (all when ``None``)."""
+        """Return stored bytes per candidate for its first ``r_c`` vectors (all when ``None``)."""
         count = self.num_vectors if r_c is None else min(r_c, self.num_vectors)
         scale_bytes = 4 if self.dtype == "int8" else 0
         return count * (self.dim * raw_dtype(self.dtype).itemsize + scale_bytes) + 8
@@ -166,7 +166,7 @@ class Manifest:
         return sum(s.live_rows for s in self.segments)
 
     def stats(self) -> dict[str, Any]:
-        """Counts, layout, and bytes per candidate / per search for each trained group."""
+        """Return counts, layout, and bytes per candidate / per search for each trained group."""
         layout, rows = self.layout, self.num_rows
         budgets = [Budget(r_q, min(r_c, layout.num_vectors)) for r_q, r_c in layout.groups]
         return {
@@ -360,5 +360,5 @@ def remove_unreferenced(directory: Path, manifest: Manifest) -> int:
 
 
 def with_deleted(info: SegmentInfo, entry: FileEntry | None, count: int) -> SegmentInfo:
-    """A copy of ``info`` with a new tombstone file."""
+    """Return a copy of ``info`` with a new tombstone file."""
     return replace(info, deleted=entry, num_deleted=count)
