@@ -224,6 +224,19 @@ class BackboneAdapter(abc.ABC):
         return int(token_id)
 
     # ---------------------------------------------------------------- prompting
+    def render_prompt_with_image_token(self, item: Item, role: str) -> str:
+        """Return :meth:`render_prompt`, with the processor's ``image_token`` put first.
+
+        For families whose processor expands one image token per image: when the
+        checkpoint has no chat template, nothing wrote the token, so an image item
+        gets it in front of the text.
+        """
+        prompt = self.render_prompt(item, role)
+        image_token = self.processor.image_token
+        if item.image is not None and image_token not in prompt:  # no chat template
+            prompt = image_token + prompt
+        return prompt
+
     def render_prompt(self, item: Item, role: str) -> str:
         """Return the prompt text for one item, through the chat template when there is one.
 

@@ -161,13 +161,6 @@ class Idefics3Adapter(BackboneAdapter):
         return cls(model, processor)
 
     # ------------------------------------------------------------------ inputs
-    def _prompt(self, item: Item, role: str) -> str:
-        prompt = self.render_prompt(item, role)
-        image_token = self.processor.image_token
-        if item.image is not None and image_token not in prompt:  # no chat template
-            prompt = image_token + prompt
-        return prompt
-
     def build_inputs(self, items: Sequence[Item], role: str) -> dict[str, torch.Tensor]:
         """Chat-template prompts, images split into tiles by the processor, left padded.
 
@@ -176,7 +169,7 @@ class Idefics3Adapter(BackboneAdapter):
         ``pixel_attention_mask`` ``(batch, max_tiles, H, W)``.
         """
         check_role(role)
-        prompts = [self._prompt(item, role) for item in items]
+        prompts = [self.render_prompt_with_image_token(item, role) for item in items]
         images = [item.image for item in items if item.image is not None]
         truncate = self.max_length is not None and not images  # image tokens must stay whole
         templated = any(self._has_chat_template(o) for o in (self.processor, self.tokenizer))

@@ -155,13 +155,6 @@ class MllamaAdapter(BackboneAdapter):
         return cls(model, processor)
 
     # ------------------------------------------------------------------ inputs
-    def _prompt(self, item: Item, role: str) -> str:
-        prompt = self.render_prompt(item, role)
-        image_token = self.processor.image_token
-        if item.image is not None and image_token not in prompt:  # no chat template
-            prompt = image_token + prompt
-        return prompt
-
     def build_inputs(self, items: Sequence[Item], role: str) -> dict[str, torch.Tensor]:
         """Chat-template prompts with one ``<|image|>`` per image item, left padded.
 
@@ -171,7 +164,7 @@ class MllamaAdapter(BackboneAdapter):
         and ``cross_attention_mask`` ``(batch, seq, 1, tiles)``; text items get zeros.
         """
         check_role(role)
-        prompts = [self._prompt(item, role) for item in items]
+        prompts = [self.render_prompt_with_image_token(item, role) for item in items]
         has_images = any(item.image is not None for item in items)
         images = [[item.image] if item.image is not None else [] for item in items]
         truncate = self.max_length is not None and not has_images  # keep <|image|> whole

@@ -99,3 +99,12 @@ class MultiVectorIndexBase(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """Sizes: candidates, dims, dtype and bytes per budget."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Release what the backend holds (locks, clients); a no-op by default."""
+
+    def __enter__(self) -> MultiVectorIndexBase:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -332,12 +332,6 @@ class MultiVectorIndex(MultiVectorIndexBase):
         """Release the writer lock (if held). The index stays readable."""
         self._lock.release()
 
-    def __enter__(self) -> MultiVectorIndex:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
     # -- reads -------------------------------------------------------------------------
     def search(
         self, query_embeddings: Any, k: int = 10, budget: Budget | str | None = None

@@ -224,12 +224,6 @@ class QdrantIndex(MultiVectorIndexBase):
         """Close the client (releases the lock of a local folder)."""
         self.client.close()
 
-    def __enter__(self) -> QdrantIndex:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def add(
         self,
         ids: Sequence[int] | np.ndarray,
