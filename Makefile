@@ -30,7 +30,10 @@ demo: venv
 	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main demo
 
 demo-train: venv
-	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main demo --train
+	METAEMBED_CACHE_DIR=cache HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main train configs/demo-openclipart.yaml
+	rm -rf models/.demo.new && cp -r runs/demo-openclipart/final models/.demo.new
+	rm -rf models/demo && mv models/.demo.new models/demo
+	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main demo --fit-baseline models/demo
 
 ablations: venv
 	HF_HUB_OFFLINE=1 $(PY) -m metaembed_cli.main reproduce ablations

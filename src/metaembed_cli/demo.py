@@ -5,8 +5,10 @@ shipped model from ``models/demo``, indexes the held-out images, sweeps every
 trained budget, prints the table with the single-vector baseline of the same
 run, writes ``demo-results.json`` and a plot, and shows a few example searches.
 
-``metaembed demo --train [CONFIG]`` retrains the shipped model (and refits the
-baseline's linear map) from ``configs/demo-openclipart.yaml``.
+The shipped model is trained by the general trainer
+(``metaembed train configs/demo-openclipart.yaml``, see ``make demo-train``);
+``metaembed demo --fit-baseline MODEL_DIR`` then fits the single-vector
+baseline's linear map on the same train images and saves it next to the model.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import time
 
 logger = logging.getLogger("metaembed.demo")
 
-DEFAULT_CONFIG = "configs/demo-openclipart.yaml"
 APT_PACKAGES = ("openclipart-png", "openclipart-svg")
 
 
@@ -50,18 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-install", action="store_true", help="never run apt-get; only say what to install"
     )
     parser.add_argument(
-        "--train",
-        nargs="?",
-        const=DEFAULT_CONFIG,
-        default=None,
-        metavar="CONFIG",
-        help=f"retrain the demo model and its baseline from CONFIG (default {DEFAULT_CONFIG}) "
-        "instead of running the demo",
-    )
-    parser.add_argument(
-        "--export-train-data",
-        metavar="JSONL",
-        help="write the demo's training pairs as MMEB-train JSONL (for metaembed train) and exit",
+        "--fit-baseline",
+        metavar="MODEL_DIR",
+        help="fit the single-vector baseline on MODEL_DIR's train images, save it there and exit",
     )
     parser.set_defaults(func=run)
 
@@ -102,46 +94,23 @@ def ensure_openclipart(root: str, allow_install: bool) -> bool:
     return True
 
 
-def _train(args: argparse.Namespace) -> int:
-    from metaembed.demo.training import DemoTrainingConfig, fit_demo_baseline, train_from_config
-
-    config = DemoTrainingConfig.from_yaml(args.train, openclipart_root=args.openclipart_root)
-
-    def report(record: dict[str, float]) -> None:
-        if int(record["step"]) % 5 == 0 or int(record["step"]) == 1:
-            groups = "  ".join(
-                f"{k[5:]}={v:.3f}" for k, v in record.items() if k.startswith("loss_")
-            )
-            print(
-                f"step {int(record['step']):4d}  loss {record['loss']:.3f}  ({groups})  "
-                f"{record['seconds']:.0f}s",
-                flush=True,
-            )
-
-    result = train_from_config(config, on_step=report, show_progress=True)
-    print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min -> {result.output_dir}")
-    path = fit_demo_baseline(config, show_progress=True)
-    print(f"baseline linear map -> {path}")
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run the demo (or ``--train``); return the exit code."""
+    """Run the demo (or ``--fit-baseline``); return the exit code."""
     start = time.perf_counter()
     os.environ.setdefault("METAEMBED_CACHE_DIR", args.cache)
     if not ensure_openclipart(args.openclipart_root, allow_install=not args.no_install):
         return 2
-    if args.export_train_data:
-        from metaembed.demo.training import DemoTrainingConfig, export_training_data
+    if args.fit_baseline:
+        from metaembed.demo.training import fit_demo_baseline
 
-        config = DemoTrainingConfig.from_yaml(
-            DEFAULT_CONFIG, openclipart_root=args.openclipart_root
+        path = fit_demo_baseline(
+            args.fit_baseline,
+            openclipart_root=args.openclipart_root,
+            data_cache=os.path.join(args.cache, "openclipart"),
+            show_progress=True,
         )
-        print(f"wrote {export_training_data(config, args.export_train_data)}")
+        print(f"baseline linear map -> {path}")
         return 0
-    if args.train is not None:
-        os.environ.setdefault("METAEMBED_FEATURE_CACHE_DIR", os.path.join(args.cache, "features"))
-        return _train(args)
     from metaembed.demo.report import format_examples, format_table, write_outputs
     from metaembed.demo.runner import DemoSettings, run_demo
 

@@ -159,3 +159,42 @@ def test_fitted_projector_is_saved_and_reloaded(tmp_path):
     )
     with pytest.raises(ValueError, match="projector=linear"):
         fit_projector(tiny_model("composite").adapter.composite_model(), features, [[1]] * 3)
+
+
+def test_warm_start_fits_the_projector_from_training_pairs_and_saves_it(tmp_path):
+    from metaembed.training.data import TrainingExample
+
+    model = MetaEmbedModel.from_base_model(
+        "tiny-cnn+tiny-llama;grid=2;projector=linear",
+        family="composite",
+        num_query_tokens=2,
+        num_candidate_tokens=4,
+        groups=["1x1", "2x4"],
+        lora_r=4,
+        lora_alpha=4,
+    )
+    RED.save(tmp_path / "red.png")
+    examples = [
+        TrainingExample(Item(text="a red card"), Item(image=str(tmp_path / "red.png"))),
+        TrainingExample(Item(image=str(tmp_path / "red.png")), Item(text="red")),
+        TrainingExample(Item(image=BLUE_STRIPES), Item(text="blue stripes")),
+        TrainingExample(Item(text="text only"), Item(text="no image")),
+    ]
+    items = [Item(image=RED), Item(image=BLUE_STRIPES)]
+    before = model.encode_candidates(items, show_progress=False)
+    assert not model.adapter.base_weights_changed
+    model.adapter.warm_start(examples)
+    assert model.adapter.base_weights_changed
+    after = model.encode_candidates(items, show_progress=False)
+    assert not torch.allclose(before, after)
+    model.save_pretrained(tmp_path / "saved")  # base_model is a spec string: saved anyway
+    assert (tmp_path / "saved" / "base_model" / "projector.safetensors").is_file()
+    reloaded = MetaEmbedModel.from_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(reloaded.encode_candidates(items, show_progress=False), after)
+    with pytest.raises(ValueError, match="no image|none"):
+        model.adapter.warm_start(examples[-1:])
+
+
+def test_families_without_a_projector_refuse_a_warm_start():
+    with pytest.raises(ValueError, match="nothing to warm-start"):
+        tiny_model("llama").adapter.warm_start([])

@@ -22,8 +22,12 @@ def model():
 def _items():
     red = Image.new("RGB", (84, 56), (220, 20, 20))  # 2 x 2 tiles + global view
     blue = Image.new("RGB", (100, 20), (20, 20, 220))  # 1 x 2 tiles + global view
-    return [Item(text="a red rectangle", image=red), "only text here, longer than the others", blue,
-            Item(text="blue", image=blue, instruction="Represent the image.")]
+    return [
+        Item(text="a red rectangle", image=red),
+        "only text here, longer than the others",
+        blue,
+        Item(text="blue", image=blue, instruction="Represent the image."),
+    ]
 
 
 def test_prompt_has_tiles_then_generation_prompt_then_meta_positions(model):
@@ -66,8 +70,9 @@ def test_batch_size_padding_and_budgets(model):
     assert full.shape == (4, 5, 32) and full.dtype == torch.float32
     assert torch.allclose(full.norm(dim=-1), torch.ones(4, 5), atol=1e-5)
     assert torch.allclose(full, single, atol=1e-6)
-    assert torch.allclose(model.encode_candidates(items, budget="1x1", show_progress=False),
-                          full[:, :1], atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, budget="1x1", show_progress=False), full[:, :1], atol=1e-6
+    )
     queries = model.encode_queries(items, show_progress=False)
     assert queries.shape == (4, 3, 32)
     assert not torch.allclose(queries[0], queries[2], atol=1e-3)  # images matter
@@ -111,8 +116,10 @@ def test_tiny_model_is_deterministic_for_a_seed():
     settings = dict(num_query_tokens=2, num_candidate_tokens=2, groups=["2x2"], seed=3)
     first = tiny_model("idefics3", **settings)
     second = tiny_model("idefics3", **settings)
-    assert torch.equal(first.encode_candidates(items, show_progress=False),
-                       second.encode_candidates(items, show_progress=False))
+    assert torch.equal(
+        first.encode_candidates(items, show_progress=False),
+        second.encode_candidates(items, show_progress=False),
+    )
 
 
 def test_image_placeholder_without_a_chat_template(model):
@@ -120,8 +127,9 @@ def test_image_placeholder_without_a_chat_template(model):
     templates = processor.chat_template, processor.tokenizer.chat_template
     processor.chat_template = processor.tokenizer.chat_template = None
     try:
-        inputs = model.prepare([Item(text="red", image=Image.new("RGB", (56, 56))), "text"],
-                               "query")
+        inputs = model.prepare(
+            [Item(text="red", image=Image.new("RGB", (56, 56))), "text"], "query"
+        )
     finally:
         processor.chat_template, processor.tokenizer.chat_template = templates
     image_id = model.adapter.tokenizer.convert_tokens_to_ids("<image>")
@@ -136,10 +144,16 @@ def test_save_load_round_trip(model, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     loaded = MetaEmbedModel.from_pretrained(tmp_path / "saved")
     assert loaded.adapter.family == "idefics3"
-    assert torch.allclose(model.encode_candidates(items, show_progress=False),
-                          loaded.encode_candidates(items, show_progress=False), atol=1e-6)
-    assert torch.allclose(model.encode_queries(items, show_progress=False),
-                          loaded.encode_queries(items, show_progress=False), atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, show_progress=False),
+        loaded.encode_candidates(items, show_progress=False),
+        atol=1e-6,
+    )
+    assert torch.allclose(
+        model.encode_queries(items, show_progress=False),
+        loaded.encode_queries(items, show_progress=False),
+        atol=1e-6,
+    )
 
 
 def test_text_prompts_are_truncated_to_max_length(model):
@@ -164,8 +178,12 @@ def test_loads_a_smolvlm_checkpoint_through_the_image_only_processor(tmp_path):
 
     tiny = tiny_adapter("idefics3")
     settings = tiny.model.config.to_dict()
-    config = SmolVLMConfig(**{key: settings[key] for key in
-                              ("text_config", "vision_config", "scale_factor", "image_token_id")})
+    config = SmolVLMConfig(
+        **{
+            key: settings[key]
+            for key in ("text_config", "vision_config", "scale_factor", "image_token_id")
+        }
+    )
     full = SmolVLMForConditionalGeneration(config)
     full.model.load_state_dict(tiny.model.state_dict())
     full.save_pretrained(tmp_path)

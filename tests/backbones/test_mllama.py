@@ -20,8 +20,12 @@ def model():
 def _items():
     red = Image.new("RGB", (84, 56), (220, 20, 20))
     blue = Image.new("RGB", (56, 112), (20, 20, 220))
-    return [Item(text="a red rectangle", image=red), "only text here, longer than the others", blue,
-            Item(text="blue", image=blue, instruction="Represent the image.")]
+    return [
+        Item(text="a red rectangle", image=red),
+        "only text here, longer than the others",
+        blue,
+        Item(text="blue", image=blue, instruction="Represent the image."),
+    ]
 
 
 def test_meta_positions_copy_the_last_prompt_tokens_cross_attention_row(model):
@@ -32,8 +36,10 @@ def test_meta_positions_copy_the_last_prompt_tokens_cross_attention_row(model):
     sees_image = mask[:, -5:].flatten(1).any(dim=1)  # (batch,)
     assert sees_image.tolist() == [True, False, True, True]
     first = model.adapter.tokenizer.decode(inputs["input_ids"][0])
-    assert first.endswith("<|image|>a red rectangle<|eot_id|><|start_header_id|>assistant"
-                          "<|end_header_id|>\n\n" + "<pad>" * 5)
+    assert first.endswith(
+        "<|image|>a red rectangle<|eot_id|><|start_header_id|>assistant"
+        "<|end_header_id|>\n\n" + "<pad>" * 5
+    )
 
 
 def _cross_attention_inputs(hf, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,20 +65,24 @@ def test_embed_equals_hand_built_hf_forward_per_item(model):
         embeds[:, -3:] = model.meta_tokens.weight[:3]
         mask = inputs["attention_mask"]  # (batch, seq)
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)  # (batch, seq)
-        vision = hf.vision_model(inputs["pixel_values"], inputs["aspect_ratio_ids"],
-                                 inputs["aspect_ratio_mask"]).last_hidden_state
+        vision = hf.vision_model(
+            inputs["pixel_values"], inputs["aspect_ratio_ids"], inputs["aspect_ratio_mask"]
+        ).last_hidden_state
         states = hf.multi_modal_projector(vision)  # (batch, images, tiles, patches, hidden)
         states = states.reshape(states.shape[0], -1, states.shape[-1])  # (batch, keys, hidden)
         cross_mask, full_rows = _cross_attention_inputs(hf, inputs["cross_attention_mask"])
         expected = []
         for row in range(4):
             keep = slice(row, row + 1)
-            kwargs = dict(inputs_embeds=embeds[keep], attention_mask=mask[keep],
-                          position_ids=positions[keep])
+            kwargs = dict(
+                inputs_embeds=embeds[keep], attention_mask=mask[keep], position_ids=positions[keep]
+            )
             if row != 1:  # the text-only item
-                kwargs.update(cross_attention_states=states[keep],
-                              cross_attention_mask=cross_mask[keep],
-                              full_text_row_masked_out_mask=full_rows[keep])
+                kwargs.update(
+                    cross_attention_states=states[keep],
+                    cross_attention_mask=cross_mask[keep],
+                    full_text_row_masked_out_mask=full_rows[keep],
+                )
             hidden = hf.language_model(**kwargs).last_hidden_state  # (1, seq, hidden)
             expected.append(F.normalize(hidden[:, -3:], dim=-1))
         got = model.embed(inputs, "query")
@@ -86,8 +96,9 @@ def test_batch_size_padding_images_and_budgets(model):
     assert full.shape == (4, 5, 32) and full.dtype == torch.float32
     assert torch.allclose(full.norm(dim=-1), torch.ones(4, 5), atol=1e-5)
     assert torch.allclose(full, single, atol=1e-6)
-    assert torch.allclose(model.encode_candidates(items, budget="1x1", show_progress=False),
-                          full[:, :1], atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, budget="1x1", show_progress=False), full[:, :1], atol=1e-6
+    )
     green = Item(text="a red rectangle", image=Image.new("RGB", (84, 56), (20, 220, 20)))
     other = model.encode_candidates([green], show_progress=False)
     assert not torch.allclose(other[0], full[0], atol=1e-3)  # the meta tokens see the image
@@ -95,8 +106,9 @@ def test_batch_size_padding_images_and_budgets(model):
 
 
 def test_paper_layout_reads_first_rq_and_last_rc():
-    model = tiny_model("mllama", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"],
-                       layout="paper")
+    model = tiny_model(
+        "mllama", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"], layout="paper"
+    )
     items = [Item(text="red", image=Image.new("RGB", (56, 56), (200, 0, 0))), "text only"]
     inputs = model.prepare(items, "query")
     assert inputs["input_ids"].shape == model.prepare(items, "candidate")["input_ids"].shape
@@ -119,14 +131,19 @@ def test_checkpointed_backward_reaches_every_lora_tensor_and_the_meta_tokens():
     assert any(getattr(m, "gradient_checkpointing", False) for m in model.backbone.modules())
     image = Image.new("RGB", (64, 56), (200, 30, 30))
     queries = model.embed(model.prepare(["find a red object", "dogs"], "query"), "query")
-    candidate_inputs = model.prepare([Item(text="red", image=image), "a text candidate"],
-                                     "candidate")
+    candidate_inputs = model.prepare(
+        [Item(text="red", image=image), "a text candidate"], "candidate"
+    )
     candidates = model.embed(candidate_inputs, "candidate")
     scores = torch.einsum("qid,cjd->qcij", queries, candidates).amax(-1).sum(-1)  # (2, 2) MaxSim
     F.cross_entropy(scores / 0.03, torch.arange(2)).backward()
     loras = lora_parameters(model)
-    for part in ("vision_model.transformer", "global_transformer", "multi_modal_projector",
-                 "cross_attn"):
+    for part in (
+        "vision_model.transformer",
+        "global_transformer",
+        "multi_modal_projector",
+        "cross_attn",
+    ):
         assert any(part in name for name in loras), f"no LoRA on {part}"
     missing = [n for n, p in loras.items() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert not missing, f"LoRA tensors without gradient: {missing}"
@@ -139,8 +156,9 @@ def test_image_placeholder_without_a_chat_template(model):
     templates = processor.chat_template, processor.tokenizer.chat_template
     processor.chat_template = processor.tokenizer.chat_template = None
     try:
-        inputs = model.prepare([Item(text="red", image=Image.new("RGB", (56, 56))), "text"],
-                               "query")
+        inputs = model.prepare(
+            [Item(text="red", image=Image.new("RGB", (56, 56))), "text"], "query"
+        )
     finally:
         processor.chat_template, processor.tokenizer.chat_template = templates
     image_id = model.adapter.tokenizer.convert_tokens_to_ids("<|image|>")
@@ -155,8 +173,11 @@ def test_save_load_round_trip(model, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     loaded = MetaEmbedModel.from_pretrained(tmp_path / "saved")
     assert loaded.adapter.family == "mllama"
-    assert torch.allclose(model.encode_candidates(items, show_progress=False),
-                          loaded.encode_candidates(items, show_progress=False), atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, show_progress=False),
+        loaded.encode_candidates(items, show_progress=False),
+        atol=1e-6,
+    )
 
 
 def test_text_prompts_are_truncated_to_max_length_and_huge_images_resized(model, tmp_path):

@@ -14,15 +14,20 @@ from metaembed.testing import tiny_model
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model("paligemma", num_query_tokens=3, num_candidate_tokens=5,
-                      groups=["1x1", "3x5"])
+    return tiny_model(
+        "paligemma", num_query_tokens=3, num_candidate_tokens=5, groups=["1x1", "3x5"]
+    )
 
 
 def _items():
     red = Image.new("RGB", (84, 56), (220, 20, 20))
     blue = Image.new("RGB", (56, 112), (20, 20, 220))
-    return [Item(text="a red rectangle", image=red), "only text here, longer than the others", blue,
-            Item(text="blue", image=blue, instruction="Represent the image.")]
+    return [
+        Item(text="a red rectangle", image=red),
+        "only text here, longer than the others",
+        blue,
+        Item(text="blue", image=blue, instruction="Represent the image."),
+    ]
 
 
 def test_prompt_layout_and_token_types(model):
@@ -53,7 +58,7 @@ def test_embed_equals_hand_built_hf_forward(model):
     """Meta embeddings == Gemma hidden states on hand-merged inputs and a hand-built mask."""
     inputs = model.prepare(_items(), "query")
     hf = model.backbone.get_base_model()
-    scale = hf.config.text_config.hidden_size ** 0.5
+    scale = hf.config.text_config.hidden_size**0.5
     with torch.no_grad():
         embeds = hf.get_input_embeddings()(inputs["input_ids"])  # (batch, seq, hidden), scaled
         features = hf.get_image_features(inputs["pixel_values"]).pooler_output  # (3, 16, hidden)
@@ -63,7 +68,8 @@ def test_embed_equals_hand_built_hf_forward(model):
         mask = inputs["attention_mask"]  # (batch, seq)
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0) + 1  # (batch, seq), 1-based
         hidden = hf.language_model(
-            inputs_embeds=embeds, position_ids=positions,
+            inputs_embeds=embeds,
+            position_ids=positions,
             attention_mask=_prefix_lm_mask(mask, inputs["token_type_ids"]),
         ).last_hidden_state  # (batch, seq, hidden)
         expected = F.normalize(hidden[:, -3:], dim=-1)
@@ -97,15 +103,17 @@ def test_batch_size_padding_and_budgets(model):
     assert full.shape == (4, 5, 32) and full.dtype == torch.float32
     assert torch.allclose(full.norm(dim=-1), torch.ones(4, 5), atol=1e-5)
     assert torch.allclose(full, single, atol=1e-6)
-    assert torch.allclose(model.encode_candidates(items, budget="1x1", show_progress=False),
-                          full[:, :1], atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, budget="1x1", show_progress=False), full[:, :1], atol=1e-6
+    )
     queries = model.encode_queries(["only text", "two texts, no image"], show_progress=False)
     assert queries.shape == (2, 3, 32)
 
 
 def test_paper_layout_reads_first_rq_and_last_rc():
-    model = tiny_model("paligemma", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"],
-                       layout="paper")
+    model = tiny_model(
+        "paligemma", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"], layout="paper"
+    )
     items = [Item(text="red", image=Image.new("RGB", (56, 56), (200, 0, 0))), "text only"]
     inputs = model.prepare(items, "query")
     assert inputs["input_ids"].shape == model.prepare(items, "candidate")["input_ids"].shape
@@ -118,13 +126,19 @@ def test_paper_layout_reads_first_rq_and_last_rc():
 
 
 def test_paligemma2_with_gemma2_sliding_window():
-    model = tiny_model("paligemma", num_query_tokens=2, num_candidate_tokens=3, groups=["2x3"],
-                       text_config={"model_type": "gemma2", "sliding_window": 8})
+    model = tiny_model(
+        "paligemma",
+        num_query_tokens=2,
+        num_candidate_tokens=3,
+        groups=["2x3"],
+        text_config={"model_type": "gemma2", "sliding_window": 8},
+    )
     assert type(model.backbone.get_base_model().language_model).__name__ == "Gemma2Model"
     items = _items()
     full = model.encode_candidates(items, batch_size=4, show_progress=False)
-    assert torch.allclose(full, model.encode_candidates(items, batch_size=1, show_progress=False),
-                          atol=1e-6)
+    assert torch.allclose(
+        full, model.encode_candidates(items, batch_size=1, show_progress=False), atol=1e-6
+    )
     inputs = model.prepare(["a red bicycle leans against a wall"], "candidate")
     rows = model.meta_tokens.rows("candidate")  # (3, hidden)
     with torch.no_grad():
@@ -164,8 +178,11 @@ def test_save_load_round_trip(model, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     loaded = MetaEmbedModel.from_pretrained(tmp_path / "saved")
     assert loaded.adapter.family == "paligemma"
-    assert torch.allclose(model.encode_candidates(items, show_progress=False),
-                          loaded.encode_candidates(items, show_progress=False), atol=1e-6)
+    assert torch.allclose(
+        model.encode_candidates(items, show_progress=False),
+        loaded.encode_candidates(items, show_progress=False),
+        atol=1e-6,
+    )
 
 
 def test_text_prompts_are_truncated_to_max_length_and_huge_images_resized(model, tmp_path):

@@ -46,4 +46,3 @@ def write_clipart_tree(root: Path) -> Path:
             SVG.format(title=title, description=description, keywords=items), encoding="utf-8"
         )
     return root
-

@@ -10,51 +10,69 @@ import pytest
 
 from metaembed.demo.report import PLOT_FILENAME, RESULTS_FILENAME, format_table, write_outputs
 from metaembed.demo.runner import DemoSettings, run_demo
-from metaembed.demo.training import DemoTrainingConfig, fit_demo_baseline, train_from_config
+from metaembed.demo.training import fit_demo_baseline
+from metaembed.training import TrainingConfig, train
 from tests.demo.clipart_support import write_clipart_tree
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """The demo's training path at tiny size: ``metaembed train`` on the openclipart source."""
     folder = tmp_path_factory.mktemp("demo")
     root = write_clipart_tree(folder / "openclipart")
-    config = DemoTrainingConfig(
-        base_model="tiny-cnn+tiny-llama;grid=2",
-        output_dir=str(folder / "model"),
+    config = TrainingConfig(
+        base_model="tiny-cnn+tiny-llama;grid=2;projector=linear",
+        family="composite",
+        warm_start_projector=True,
         num_query_tokens=2,
         num_candidate_tokens=4,
         groups=("1x1", "2x4"),
         lora_r=4,
         lora_alpha=4,
+        train_data=(
+            {
+                "source": "openclipart",
+                "root": str(root),
+                "cache": str(folder / "cache"),
+                "heldout_size": 4,
+            },
+        ),
+        num_hard_negatives=0,
+        check_images=False,
+        batch_sampler="subset",
         batch_size=3,
         min_batch_size=2,
+        eval_fraction=0.0,
+        eval_steps=None,
         max_steps=3,
-        checkpoint_every=2,
-        heldout_size=4,
-        max_train_images=None,
-        openclipart_root=str(root),
-        data_cache=str(folder / "cache"),
+        save_steps=2,
+        show_progress=False,
+        output_dir=str(folder / "run"),
     )
-    result = train_from_config(config)
-    fit_demo_baseline(config)
-    return folder, config, result
+    result = train(config)
+    model_dir = result.final_checkpoint
+    fit_demo_baseline(model_dir)
+    return folder, root, model_dir, result
 
 
-def test_training_runs_checkpoints_and_records_the_split(trained):
-    folder, config, result = trained
-    assert result.steps == 3 and len(result.history) == 3
-    assert all(math.isfinite(record["loss"]) and "loss_2x4" in record for record in result.history)
-    saved = json.loads((folder / "model" / "demo_training.json").read_text())
-    assert saved["steps_done"] == 3 and saved["heldout_size"] == 4
-    assert (folder / "model" / "baseline_linear_map.safetensors").is_file()
+def test_training_runs_and_records_the_split(trained):
+    folder, _, model_dir, result = trained
+    assert result.steps == 3
+    losses = [record["loss"] for record in result.history if "loss" in record]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    saved = json.loads((model_dir / "training_config.json").read_text())
+    assert saved["train_data"][0]["source"] == "openclipart"
+    assert saved["train_data"][0]["heldout_size"] == 4
+    assert (model_dir / "baseline_linear_map.safetensors").is_file()
+    assert (model_dir / "base_model").is_dir()  # the warm-started projector is saved
 
 
 def test_demo_sweeps_every_trained_budget_plus_the_baseline(trained, tmp_path):
-    folder, config, _ = trained
+    folder, root, model_dir, _ = trained
     settings = DemoSettings(
-        model_dir=config.output_dir,
-        openclipart_root=config.openclipart_root,
-        data_cache=config.data_cache,
+        model_dir=str(model_dir),
+        openclipart_root=str(root),
+        data_cache=str(folder / "cache"),
         work_dir=str(tmp_path / "work"),
         show_progress=False,
     )
@@ -87,13 +105,13 @@ def test_demo_sweeps_every_trained_budget_plus_the_baseline(trained, tmp_path):
 def test_cli_prints_the_table_and_writes_outputs(trained, tmp_path, capsys, monkeypatch):
     from metaembed_cli.main import main
 
-    folder, config, _ = trained
+    folder, root, model_dir, _ = trained
     monkeypatch.setenv("METAEMBED_CACHE_DIR", str(tmp_path / "cache"))
     code = main(
         [
             "demo",
-            "--model", config.output_dir,
-            "--openclipart-root", config.openclipart_root,
+            "--model", str(model_dir),
+            "--openclipart-root", str(root),
             "--cache", str(folder / "cli-cache"),
             "--output", str(tmp_path / "out"),
             "--examples", "2",

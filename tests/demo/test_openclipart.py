@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from metaembed.data.clipart_tasks import build_tasks, eligible_images, split_images
-from metaembed.data.clipart_training import task_batches, training_pairs, write_mmeb_jsonl
+from metaembed.data.clipart_training import training_pairs, write_mmeb_jsonl
 from metaembed.data.openclipart import (
     INSTALL_COMMAND,
     ClipartNotInstalledError,
@@ -14,6 +14,7 @@ from metaembed.data.openclipart import (
     load_openclipart,
     materialise_rgb,
 )
+from metaembed.training.batching import BatchSchedule
 
 
 @pytest.fixture()
@@ -84,14 +85,16 @@ def test_tasks_have_the_right_relevance(clipart):
     assert len(i2t.candidates) == len(images) - 1  # the two cats share one title candidate
 
 
-def test_training_batches_have_no_duplicate_positive(clipart):
+def test_subset_batches_are_single_task_with_distinct_titles(clipart):
     pairs = training_pairs(eligible_images(clipart))
-    batches = list(task_batches(pairs, batch_size=4, seed=0, epochs=2))
+    schedule = BatchSchedule(pairs, batch_size=4, sampler="subset", seed=0)
+    batches = [schedule.indices(step) for step in range(2 * schedule.steps_per_epoch)]
     assert batches
     for batch in batches:
-        assert len({pair.task for pair in batch}) == 1
-        assert len({pair.key for pair in batch}) == len(batch)
-    assert list(task_batches(pairs, 4, seed=0)) == list(task_batches(pairs, 4, seed=0))
+        assert len({pairs[i].subset for i in batch}) == 1
+        assert len({pairs[i].positive_id for i in batch}) == len(batch)
+    again = BatchSchedule(pairs, batch_size=4, sampler="subset", seed=0)
+    assert [again.indices(step) for step in range(len(batches))] == batches
 
 
 def test_mmeb_jsonl_rows(clipart, tmp_path):

@@ -1,10 +1,9 @@
-"""Cascade search: with a full-depth first stage it equals exhaustive search; recall grows with K'."""
+"""Cascade search: a full-depth first stage equals exhaustive search; recall grows with K'."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from metaembed.index.base import EMPTY_ID
 from metaembed.index.cascade import CascadeSearcher

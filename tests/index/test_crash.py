@@ -20,7 +20,7 @@ import pytest
 
 from metaembed.index.codecs import decode, encode
 from metaembed.index.multivector import MultiVectorIndex
-from metaembed.index.storage import referenced_files, read_manifest
+from metaembed.index.storage import read_manifest, referenced_files
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork"

@@ -1,4 +1,4 @@
-"""Scoring kernels: every backend and storage dtype against the reference MaxSim on decoded values."""
+"""Scoring kernels: every backend and storage dtype against the reference MaxSim (decoded)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,26 @@ def test_backends_match_reference(rng, backend, dtype):
         got = score_tiers(queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend)
         expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
         torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif("numba" not in available_backends(), reason="numba not installed")
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+def test_numba_direct_and_gemm_forms_match_reference(rng, method, dtype):
+    from metaembed.index.kernels_numba import score_tiers_numba
+
+    candidates = normalized(rng, 301, 64, 40)  # 301: ranges and blocks that do not divide evenly
+    queries = torch.from_numpy(normalized(rng, 2, 16, 40))
+    raw_tiers, scales, decoded = tiered(candidates, dtype)
+    for r_q, r_c in [(1, 1), (2, 4), (16, 64), (5, 17)]:
+        for threads in (1, 2):
+            got = score_tiers_numba(
+                queries[:, :r_q], raw_tiers, scales, r_c, dtype, threads, method=method
+            )
+            expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        score_tiers_numba(queries, raw_tiers, scales, 4, dtype, method="fast")
 
 
 @pytest.mark.parametrize("backend", available_backends())

@@ -1,4 +1,4 @@
-"""MultiVectorIndex: congruence with the reference MaxSim, add/delete/upsert, persistence, bad input."""
+"""MultiVectorIndex: congruence with reference MaxSim, add/delete/upsert, persistence, bad input."""
 
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def test_numpy_inputs_and_default_budget(tmp_path, corpus):
 
 @pytest.mark.parametrize("dtype", STORAGE_DTYPES)
 def test_device_resident_tiers_match_mapped_search(tmp_path, corpus, dtype):
-    """``device=`` keeps tiers as torch tensors (the CUDA path; here on CPU) with the same results."""
+    """``device=`` keeps tiers as torch tensors (the CUDA path; here CPU): same results."""
     candidates, queries = corpus
     build(tmp_path, candidates, dtype).close()
     mapped = MultiVectorIndex.open(tmp_path / f"idx-{dtype}")

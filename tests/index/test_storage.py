@@ -1,4 +1,4 @@
-"""Persistence: checksums catch damage on open, the writer lock, orphan clean-up, readers during writes."""
+"""Persistence: checksums catch damage on open, writer lock, orphan clean-up, concurrent readers."""
 
 from __future__ import annotations
 

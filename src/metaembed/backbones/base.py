@@ -194,6 +194,23 @@ class BackboneAdapter(abc.ABC):
         """
         self.processor.save_pretrained(directory)
 
+    # ------------------------------------------------------------ warm start
+    @property
+    def base_weights_changed(self) -> bool:
+        """Whether frozen base weights differ from what ``base_model`` names (then saved too)."""
+        return False
+
+    def warm_start(self, examples: Sequence[Any]) -> None:
+        """Initialise trainable parts from training pairs before training (optional per family).
+
+        ``examples`` are :class:`metaembed.training.data.TrainingExample`. Families
+        with a projector between a frozen encoder and the LM override this.
+        """
+        raise ValueError(
+            f"family {self.family!r} has nothing to warm-start (warm_start_projector is for "
+            "families with a projector, such as 'composite'); remove warm_start_projector"
+        )
+
     # ------------------------------------------------------------ introspection
     @property
     def tokenizer(self) -> Any:

@@ -36,6 +36,7 @@ Design choices
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,6 +192,60 @@ class CompositeAdapter(BackboneAdapter):
         mask = extended["image_mask"]  # (batch, seq)
         extended["image_mask"] = torch.cat([mask, mask.new_zeros((mask.shape[0], num_meta))], dim=1)
         return extended
+
+    @torch.no_grad()
+    def frozen_image_features(
+        self, images: Sequence[Any], batch_size: int = 32, show_progress: bool = False
+    ) -> torch.Tensor:
+        """Return the frozen encoder's pooled grid ``(N, g*g, C)`` of images (paths or PIL)."""
+        from tqdm.auto import tqdm
+
+        from metaembed.items import load_image
+
+        composite = self.composite_model()
+        info = composite.vision_info
+        batches = []
+        for start in tqdm(
+            range(0, len(images), batch_size), desc="image features", disable=not show_progress
+        ):
+            chunk = images[start : start + batch_size]
+            pixels = torch.stack([letterbox(load_image(image), info.image_size) for image in chunk])
+            batches.append(composite.image_features((pixels - info.mean) / info.std))  # (B, G, C)
+        return torch.cat(batches)
+
+    @property
+    def base_weights_changed(self) -> bool:
+        """True once :meth:`warm_start` fitted the projector (its weights are then saved)."""
+        return bool(self.composite_model().projector_fitted)
+
+    def warm_start(self, examples: Sequence[Any]) -> None:
+        """Fit the linear projector on the (image, text) pairs of ``examples`` (ridge, closed form).
+
+        Each image's target is the mean input embedding of all the texts it is
+        paired with (as query or positive), see :func:`fit_projector`.
+        """
+        texts_of: dict[Any, list[str]] = {}  # image key -> its texts
+        image_of: dict[Any, Any] = {}  # image key -> the path or image object
+        for example in examples:
+            for image_side, text_side in (
+                (example.query, example.positive),
+                (example.positive, example.query),
+            ):
+                image = image_side.image
+                if image is not None and text_side.image is None and text_side.text:
+                    key = str(image) if isinstance(image, (str, os.PathLike)) else id(image)
+                    image_of[key] = image
+                    texts_of.setdefault(key, []).append(text_side.text)
+        if not texts_of:
+            raise ValueError(
+                "warm_start_projector needs (image, text) pairs in the training data; "
+                "these examples have none"
+            )
+        keys = list(texts_of)
+        features = self.frozen_image_features([image_of[key] for key in keys])  # (N, G, C)
+        token_ids = [self._token_ids(" ".join(texts_of[key])) for key in keys]
+        fit_projector(self.composite_model(), features, token_ids)
+        logger.info("projector warm-started on %d images", len(keys))
 
     def lora_target_modules(self, include_vision: bool = True) -> str:
         """Target the LM's attention + MLP projections and the projector (the CNN stays frozen)."""

@@ -1,11 +1,14 @@
-"""Training pairs from the openclipart train split: the five tasks, batched one task at a time.
+"""Training pairs from the openclipart train split: the generated source ``openclipart``.
 
 Every train image gives up to five (query, positive) pairs, one per task of
 :mod:`metaembed.data.clipart_tasks`, with the same instructions as at test
-time. Batches hold pairs of a single task (as MMEB-style training does), and
-never two pairs whose positives would be equal or interchangeable: distinct
-normalised titles within a batch, and distinct categories in classification
-batches (so the in-batch negatives of InfoNCE are true negatives).
+time, as :class:`~metaembed.training.data.TrainingExample` with the task as
+``subset`` and the normalised title (the category for classification) as
+``positive_id``. With ``batch_sampler: subset`` the trainer then builds
+single-task batches (as MMEB-style training does) that never hold two pairs
+whose positives are equal or interchangeable, so the in-batch negatives of
+InfoNCE are true negatives. ``metaembed train`` reads them through
+``train_data: [{source: openclipart, ...}]`` (:func:`training_examples`).
 
 :func:`write_mmeb_jsonl` writes the same pairs in MMEB-train's schema
 (``qry``, ``qry_image_path``, ``pos_text``, ``pos_image_path``) for trainers
@@ -13,7 +16,7 @@ that read it.
 
 >>> from metaembed.data.openclipart import ClipartImage
 >>> image = ClipartImage("food/apple", "/x/apple.png", "Red apple", ("fruit",), "", "food", "")
->>> [pair.task for pair in training_pairs([image])]
+>>> [pair.subset for pair in training_pairs([image])]
 ['t2i-title', 't2i-keywords', 'i2t-title', 'classification']
 """
 
@@ -22,33 +25,33 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from metaembed.data.clipart_tasks import INSTRUCTIONS, category_label, keyword_text, normalise_title
 from metaembed.data.openclipart import ClipartImage
 from metaembed.items import Item
+from metaembed.training.data import TrainingExample
 
-__all__ = ["TrainingPair", "training_pairs", "task_batches", "write_mmeb_jsonl"]
+__all__ = ["training_examples", "training_pairs", "write_mmeb_jsonl"]
 
 MMEB_IMAGE_TOKEN = "<|image_1|>"
 """MMEB-train's image placeholder in ``qry`` / ``pos_text``."""
 
 
-@dataclass(frozen=True)
-class TrainingPair:
-    """One (query, positive) pair; ``key`` identifies what the positive is (for de-duplication)."""
-
-    task: str
-    query: Item
-    positive: Item
-    key: str
+def _pair(task: str, query: Item, positive: Item, positive_id: str) -> TrainingExample:
+    return TrainingExample(
+        query, positive, subset=task, source="openclipart", positive_id=positive_id
+    )
 
 
-def training_pairs(images: Sequence[ClipartImage]) -> list[TrainingPair]:
-    """All pairs of ``images`` (the train split), in image order then task order."""
-    pairs: list[TrainingPair] = []
+def training_pairs(images: Sequence[ClipartImage]) -> list[TrainingExample]:
+    """All (query, positive) pairs of ``images`` (the train split), in image then task order.
+
+    ``subset`` is the task; ``positive_id`` is the normalised title (the category for
+    classification), so that images sharing a title never meet in one batch.
+    """
+    pairs: list[TrainingExample] = []
     for image in images:
         title_key = normalise_title(image.title)
         picture = Item(image=image.png_path)
@@ -59,76 +62,49 @@ def training_pairs(images: Sequence[ClipartImage]) -> list[TrainingPair]:
         }
         for task, text in texts.items():
             if text:
-                pairs.append(
-                    TrainingPair(
-                        task, Item(text=text, instruction=INSTRUCTIONS[task]), picture, title_key
-                    )
-                )
+                query = Item(text=text, instruction=INSTRUCTIONS[task])
+                pairs.append(_pair(task, query, picture, title_key))
         if image.title.strip():
             query = Item(image=image.png_path, instruction=INSTRUCTIONS["i2t-title"])
-            pairs.append(
-                TrainingPair("i2t-title", query, Item(text=image.title.strip()), title_key)
-            )
+            pairs.append(_pair("i2t-title", query, Item(text=image.title.strip()), title_key))
         if image.category != "unsorted":
             query = Item(image=image.png_path, instruction=INSTRUCTIONS["classification"])
             positive = Item(text=category_label(image.category))
-            pairs.append(TrainingPair("classification", query, positive, image.category))
+            pairs.append(_pair("classification", query, positive, image.category))
     return pairs
 
 
-def _fill_batches(
-    pairs: list[TrainingPair], batch_size: int, min_size: int
-) -> list[list[TrainingPair]]:
-    """Greedy: put each pair in the first open batch that has no pair with the same key.
+def training_examples(
+    root: str = "/usr/share/openclipart",
+    cache: str = "cache/openclipart",
+    heldout_size: int = 500,
+    split_seed: int = 0,
+    max_title_share: int = 5,
+    max_train_images: int | None = None,
+    sample_seed: int = 0,
+    show_progress: bool = False,
+) -> list[TrainingExample]:
+    """Build the generated training source ``{source: openclipart, ...}`` of ``metaembed train``.
 
-    Left-over batches smaller than ``min_size`` are dropped (few in-batch negatives, and
-    a step costs about as much as a full one).
+    Builds the split of :func:`~metaembed.data.clipart_dataset.prepare_clipart_data`
+    (the demo rebuilds the same one from the model's saved training config),
+    keeps a ``sample_seed``-ed subset of ``max_train_images`` train images
+    (CPU time) and returns :func:`training_pairs` of them.
     """
-    batches: list[list[TrainingPair]] = []
-    keys: list[set[str]] = []
-    for pair in pairs:
-        for batch, taken in zip(batches, keys, strict=False):
-            if len(batch) < batch_size and pair.key not in taken:
-                batch.append(pair)
-                taken.add(pair.key)
-                break
-        else:
-            batches.append([pair])
-            keys.append({pair.key})
-    return [batch for batch in batches if len(batch) >= min_size]
+    from metaembed.data.clipart_dataset import prepare_clipart_data
 
-
-def task_batches(
-    pairs: Sequence[TrainingPair],
-    batch_size: int,
-    seed: int = 0,
-    epochs: int = 1,
-    task_fractions: Mapping[str, float] | None = None,
-    min_batch_size: int = 2,
-) -> Iterator[list[TrainingPair]]:
-    """Yield single-task batches with distinct keys, shuffled with ``seed``, for ``epochs`` passes.
-
-    Classification batches are capped at the number of categories (distinct keys).
-    ``task_fractions`` keeps a random fraction of a task's pairs in each epoch
-    (e.g. ``{"classification": 0.3}``: its small batches would otherwise be
-    half of all steps). Batches smaller than ``min_batch_size`` are dropped.
-    """
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
-    rng = random.Random(seed)
-    by_task: dict[str, list[TrainingPair]] = {}
-    for pair in pairs:
-        by_task.setdefault(pair.task, []).append(pair)
-    for _ in range(epochs):
-        batches: list[list[TrainingPair]] = []
-        for task in sorted(by_task):
-            shuffled = list(by_task[task])
-            rng.shuffle(shuffled)
-            fraction = (task_fractions or {}).get(task, 1.0)
-            shuffled = shuffled[: max(2, round(fraction * len(shuffled)))]
-            batches.extend(_fill_batches(shuffled, batch_size, max(2, min_batch_size)))
-        rng.shuffle(batches)
-        yield from batches
+    data = prepare_clipart_data(
+        root,
+        cache,
+        heldout_size=heldout_size,
+        split_seed=split_seed,
+        max_title_share=max_title_share,
+        show_progress=show_progress,
+    )
+    images = list(data.train)
+    if max_train_images is not None and len(images) > max_train_images:
+        images = random.Random(sample_seed).sample(images, max_train_images)
+    return training_pairs(images)
 
 
 def _mmeb_text(item: Item) -> str:
@@ -140,7 +116,7 @@ def _absolute(image: object) -> str:
     return str(Path(str(image)).resolve()) if image else ""
 
 
-def write_mmeb_jsonl(pairs: Sequence[TrainingPair], path: str | os.PathLike[str]) -> Path:
+def write_mmeb_jsonl(pairs: Sequence[TrainingExample], path: str | os.PathLike[str]) -> Path:
     """Write ``pairs`` as MMEB-train rows (image paths absolute), atomically; return the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +124,7 @@ def write_mmeb_jsonl(pairs: Sequence[TrainingPair], path: str | os.PathLike[str]
     with open(temporary, "w", encoding="utf-8") as handle:
         for pair in pairs:
             row = {
-                "task": pair.task,
+                "task": pair.subset,
                 "qry": _mmeb_text(pair.query),
                 "qry_image_path": _absolute(pair.query.image),
                 "pos_text": _mmeb_text(pair.positive),

@@ -170,7 +170,9 @@ def load_linear_map(folder: str | Path) -> nn.Linear:
 
     path = Path(folder) / LINEAR_MAP_FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; fit the baseline with: metaembed demo --train")
+        raise FileNotFoundError(
+            f"{path} not found; fit the baseline with: metaembed demo --fit-baseline MODEL_DIR"
+        )
     weight = load_file(str(path))["weight"]  # (D, C)
     image_map = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
     image_map.weight.data.copy_(weight)

@@ -3,7 +3,7 @@
 Steps (each timed, see :attr:`DemoResult.timings`):
 
 1. data: parse openclipart (cached), rebuild the split the model was trained
-   with (read from ``demo_training.json`` in the model folder), flatten the
+   with (read from the model folder's ``training_config.json``), flatten the
    held-out images on white, build the five tasks;
 2. model: load the shipped MetaEmbed model;
 3. encode every distinct query and candidate once at the full budget
@@ -225,21 +225,6 @@ def summary_row(
     }
 
 
-def _read_split_settings(model_dir: Path) -> dict[str, Any]:
-    import json
-
-    from metaembed.demo.training import TRAINING_CONFIG_FILENAME
-
-    path = model_dir / TRAINING_CONFIG_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {model_dir} is not a demo model; "
-            "train one with: metaembed demo --train"
-        )
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return {key: saved[key] for key in ("heldout_size", "split_seed", "max_title_share")}
-
-
 def baseline_rows(
     model: Any,
     tasks: dict[str, RetrievalTask],
@@ -263,7 +248,8 @@ def baseline_rows(
             if item.image
         )
     )
-    features = image_features(model, images, show_progress=show_progress).mean(dim=1)  # (N, C)
+    grids = model.adapter.frozen_image_features(images, show_progress=show_progress)  # (N, G, C)
+    features = grids.mean(dim=1)  # (N, C)
     image_vectors = dict(zip(images, map_images(image_map, features), strict=False))  # path -> (D,)
 
     texts = list(
@@ -303,33 +289,6 @@ def baseline_rows(
             indexes["images"],
         )
     ]
-
-
-@torch.no_grad()
-def image_features(
-    model: Any, images: Sequence[Any], batch_size: int = 32, show_progress: bool = False
-) -> torch.Tensor:
-    """Return frozen encoder features ``(N, g*g, C)`` of image paths (composite's cache)."""
-    from tqdm.auto import tqdm
-
-    from metaembed.backbones.composite import letterbox
-    from metaembed.items import load_image
-
-    adapter = model.adapter
-    composite = adapter.composite_model()
-    info = composite.vision_info
-    batches = []
-    for start in tqdm(
-        range(0, len(images), batch_size), desc="baseline image features", disable=not show_progress
-    ):
-        pixels = torch.stack(
-            [
-                letterbox(load_image(image), info.image_size)
-                for image in images[start : start + batch_size]
-            ]
-        )
-        batches.append(composite.image_features((pixels - info.mean) / info.std))  # (B, g*g, C)
-    return torch.cat(batches)
 
 
 def example_searches(
@@ -373,15 +332,16 @@ def reference_points(tasks: dict[str, RetrievalTask]) -> dict[str, float]:
 
 def run_demo(settings: DemoSettings = DemoSettings()) -> DemoResult:
     """Run the whole demo (see the module docstring) and return what it measured."""
-    from metaembed.demo.dataset import prepare_demo_data
+    from metaembed.data.clipart_dataset import prepare_clipart_data
+    from metaembed.demo.training import split_settings
     from metaembed.evaluation.runner import trained_budgets
     from metaembed.model.modeling import MetaEmbedModel
 
     timer = _Timer()
     model_dir = Path(settings.model_dir)
-    split = _read_split_settings(model_dir)
+    split = split_settings(model_dir)
     with timer.measure("data"):
-        data = prepare_demo_data(
+        data = prepare_clipart_data(
             settings.openclipart_root,
             settings.data_cache,
             include_train=False,
@@ -421,7 +381,8 @@ def run_demo(settings: DemoSettings = DemoSettings()) -> DemoResult:
     with timer.measure("baseline"):
         if not (model_dir / LINEAR_MAP_FILENAME).is_file():
             logger.warning(
-                "no %s in %s: the baseline is skipped (fit it with: metaembed demo --train)",
+                "no %s in %s: the baseline is skipped "
+                "(fit it with: metaembed demo --fit-baseline MODEL_DIR)",
                 LINEAR_MAP_FILENAME,
                 model_dir,
             )

@@ -89,8 +89,11 @@ def save_model(
     target = Path(directory)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder; choose another path")
-    if save_base_model is None:  # in-memory backbones, and ones loaded from a base_model/ folder
-        save_base_model = model.config.base_model in (None, BASE_MODEL_DIRNAME)
+    if save_base_model is None:  # in memory, loaded from base_model/, or with changed base weights
+        save_base_model = (
+            model.config.base_model in (None, BASE_MODEL_DIRNAME)
+            or model.adapter.base_weights_changed
+        )
     if not save_base_model and model.config.base_model is None:
         raise ValueError(
             "this model's backbone was built in memory (config.base_model is None); "

@@ -37,11 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from metaembed.budget import PAPER_GROUPS, Budget, validate_groups
+from metaembed.training.batching import SAMPLERS
 
-__all__ = ["TrainingConfig", "BASELINES", "load_config", "parse_overrides"]
+__all__ = [
+    "TrainingConfig",
+    "BASELINES",
+    "TRAINING_CONFIG_FILENAME",
+    "load_config",
+    "parse_overrides",
+]
 
 BASELINES = ("nommr", "single-last", "single-mean", "split-16x64")
 """Appendix B baselines; ``split-RqxRc`` accepts any sizes (``split-4x8``)."""
+TRAINING_CONFIG_FILENAME = "training_config.json"
+"""The run's config, written into the output folder and into every exported model."""
 STRATEGIES = ("auto", "single", "ddp", "fsdp2")
 SCHEDULERS = ("constant", "linear", "cosine")
 
@@ -53,9 +62,14 @@ class TrainingConfig:
     Model: ``base_model`` (Hub id / folder) or ``tiny_family`` (a tiny random
     model, for tests and smoke runs); ``init_from`` continues a saved MetaEmbed
     model. Data: ``train_data`` is a list of sources, each a path or a mapping
-    ``{path, format, subset, images_root, split, config}``. Batches:
-    ``batch_size`` is the *global* batch (split across ranks); ``chunk_size``
-    > 0 turns GradCache on (items embedded per forward pass).
+    ``{path, format, subset, images_root, split, config}``, or a generated
+    source ``{source: NAME, ...}`` (:data:`metaembed.training.data.SOURCES`).
+    Batches: ``batch_size`` is the *global* batch (split across ranks);
+    ``chunk_size`` > 0 turns GradCache on (items embedded per forward pass);
+    ``batch_sampler: subset`` draws each batch from one subset with distinct
+    positives (:mod:`metaembed.training.batching`). ``warm_start_projector``
+    fits the backbone's projector in closed form before training (families
+    with a trainable projector, e.g. ``composite``).
     """
 
     # model
@@ -97,6 +111,10 @@ class TrainingConfig:
     batch_size: int = 32
     eval_batch_size: int | None = None
     chunk_size: int = 0
+    batch_sampler: str = "random"
+    subset_fractions: dict[str, float] | None = None
+    min_batch_size: int = 2
+    warm_start_projector: bool = False
     max_steps: int | None = None
     num_epochs: float = 1.0
     seed: int = 42
@@ -136,6 +154,7 @@ class TrainingConfig:
                 )
             Budget.parse(self.baseline[len("split-") :])
         choices = {
+            "batch_sampler": SAMPLERS,
             "strategy": STRATEGIES,
             "lr_scheduler": SCHEDULERS,
             "on_invalid": ("error", "skip"),
@@ -146,6 +165,14 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.batch_size < 1 or self.chunk_size < 0:
             raise ValueError("batch_size must be >= 1 and chunk_size >= 0 (0 turns GradCache off)")
+        if self.min_batch_size < 1 or self.min_batch_size > self.batch_size:
+            raise ValueError(
+                f"min_batch_size must be in [1, batch_size={self.batch_size}], "
+                f"got {self.min_batch_size}"
+            )
+        for subset, fraction in (self.subset_fractions or {}).items():
+            if not 0.0 < float(fraction) <= 1.0:
+                raise ValueError(f"subset_fractions[{subset!r}] must be in (0, 1], got {fraction}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.num_hard_negatives < 0:
@@ -245,7 +272,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         from metaembed.budget import parse_budgets
 
         return parse_budgets(value)
-    if name in ("train_data", "group_weights", "extra") and value.lstrip()[:1] in "[{":
+    json_keys = ("train_data", "group_weights", "extra", "subset_fractions")
+    if name in json_keys and value.lstrip()[:1] in "[{":
         return json.loads(value)
     if name == "group_weights":
         return tuple(float(v) for v in value.split(","))

@@ -19,6 +19,11 @@ Bad rows (a missing field, an image that is missing or unreadable, an
 and row number, or with ``on_invalid="skip"`` are dropped, counted and listed
 in a warning -- never a crash deep inside torch.
 
+A source can also be *generated* by a registered function instead of read
+from files: ``{source: openclipart, heldout_size: 500, ...}`` calls the
+function :data:`SOURCES` names with the other keys (the openclipart demo's
+training pairs, built from the Debian package's images and metadata).
+
 For backbones whose vision tower must run on every rank (FSDP), text-only
 items can get a small white placeholder image (appendix A,
 :func:`add_placeholder_images`).
@@ -56,7 +61,11 @@ __all__ = [
     "load_training_data",
     "split_held_out",
     "add_placeholder_images",
+    "SOURCES",
 ]
+
+SOURCES = {"openclipart": "metaembed.data.clipart_training:training_examples"}
+"""Generated sources: name -> ``module:function`` returning a list of :class:`TrainingExample`."""
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +82,10 @@ class TrainingExample:
     """One query with its positive and hard negatives.
 
     ``subset`` names the part of the data it came from (used for the per-subset
-    held-out split); ``source`` and ``row`` locate it in the input files.
+    held-out split and by ``batch_sampler: subset``); ``source`` and ``row``
+    locate it in the input files. ``positive_id`` says which positives are
+    interchangeable (examples sharing it never meet in a ``subset`` batch);
+    by default the positive's text and image.
     """
 
     query: Item
@@ -82,6 +94,7 @@ class TrainingExample:
     subset: str = "default"
     source: str = ""
     row: int = -1
+    positive_id: str | None = None
 
 
 @dataclass
@@ -318,6 +331,8 @@ def load_source(
 ) -> TrainingData:
     """Load every row of one source (``path`` or ``{path, format, subset, images_root, ...}``)."""
     spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+    if "source" in spec:
+        return TrainingData(_generate(spec), [])
     examples, skipped = [], []
     for part in _expand(spec):
         path = str(part["path"])
@@ -342,6 +357,21 @@ def load_source(
                 continue
             examples.append(replace(example, source=path, row=number))
     return TrainingData(examples, skipped)
+
+
+def _generate(spec: dict[str, Any]) -> list[TrainingExample]:
+    import importlib
+
+    options = dict(spec)
+    name = str(options.pop("source"))
+    if name not in SOURCES:
+        raise ValueError(f"unknown training source {name!r}; known sources: {sorted(SOURCES)}")
+    module, function = SOURCES[name].split(":")
+    try:
+        examples = getattr(importlib.import_module(module), function)(**options)
+    except TypeError as error:
+        raise ValueError(f"training source {name!r}: {error}") from None
+    return list(examples)
 
 
 def load_training_data(

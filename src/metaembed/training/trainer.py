@@ -39,7 +39,8 @@ import torch
 
 from metaembed.losses.mmr import MMRLoss
 from metaembed.model.config import write_text_atomic
-from metaembed.training.arguments import TrainingConfig, load_config
+from metaembed.training.arguments import TRAINING_CONFIG_FILENAME, TrainingConfig, load_config
+from metaembed.training.batching import BatchSchedule
 from metaembed.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -108,21 +109,19 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_batch(config: TrainingConfig, context: DistributedContext, num_train: int) -> int:
-    """Check the batch size against the data and the ranks; return the steps per epoch."""
-    if config.batch_size > num_train:
+def _check_batch(config: TrainingConfig, context: DistributedContext) -> None:
+    """Check the batch sizes against the ranks."""
+    smallest = config.batch_size if config.batch_sampler == "random" else config.min_batch_size
+    if smallest < context.world_size:
         raise ValueError(
-            f"batch_size {config.batch_size} is larger than the {num_train} training examples; "
-            "lower batch_size or add data"
+            f"batches of {smallest} examples cannot be split over {context.world_size} ranks; "
+            "raise batch_size (and min_batch_size with batch_sampler: subset)"
         )
-    if config.batch_size < context.world_size:
-        raise ValueError(f"batch_size {config.batch_size} < world size {context.world_size}")
     if context.strategy == "fsdp2" and config.batch_size % context.world_size:
         raise ValueError(
             f"under FSDP2 every rank must run the same forward passes: batch_size "
             f"{config.batch_size} must be a multiple of the world size {context.world_size}"
         )
-    return num_train // config.batch_size
 
 
 class Trainer:
@@ -135,8 +134,19 @@ class Trainer:
         torch.manual_seed(config.seed)
         data = prepare_data(config, self.context)
         self.train_examples, self.eval_examples = data.train, data.held_out
-        self.steps_per_epoch = _check_batch(config, self.context, len(self.train_examples))
+        _check_batch(config, self.context)
+        self.schedule = BatchSchedule(
+            self.train_examples,
+            config.batch_size,
+            sampler=config.batch_sampler,
+            seed=config.seed,
+            subset_fractions=config.subset_fractions,
+            min_batch_size=config.min_batch_size,
+        )
+        self.steps_per_epoch = self.schedule.steps_per_epoch
         self.model = build_model(config, self.context, data.needs_images)
+        if config.warm_start_projector:  # deterministic, so a resumed run recomputes the same
+            self.model.adapter.warm_start(self.train_examples)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.sharded = self.context.strategy == "fsdp2"
         if self.sharded and self.model.adapter.supports_images and not config.placeholder_image:
@@ -168,11 +178,9 @@ class Trainer:
     # ------------------------------------------------------------- batches
     def global_batch(self, step: int) -> ItemBatch:
         """Return the global batch of ``step`` (a pure function of seed and step)."""
-        batch_size = self.config.batch_size
-        epoch, position = divmod(step, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.train_examples), generator=generator)
-        indices = order[position * batch_size : (position + 1) * batch_size].tolist()
+        indices = self.schedule.indices(step)
+        if self.sharded:  # FSDP2: equal shards, every rank runs the same forward passes
+            indices = indices[: len(indices) - len(indices) % self.context.world_size]
         return collate([self.train_examples[i] for i in indices], self.config.num_hard_negatives)
 
     def _seed_step(self, step: int) -> None:
@@ -289,7 +297,14 @@ class Trainer:
                     self._export_twin = build_model(self.config, cpu)
                 return self._export_twin
 
-        return export_model(self.model, directory, self.context, twin)
+        exported = export_model(self.model, directory, self.context, twin)
+        if self.context.is_main:  # provenance: what trained this model (the demo reads its split)
+            self._write_config(exported)
+        return exported
+
+    def _write_config(self, directory: Path) -> None:
+        text = json.dumps(self.config.to_dict(), indent=1, default=str)
+        write_text_atomic(directory / TRAINING_CONFIG_FILENAME, text + "\n")
 
     def _after_evaluation(self, record: dict[str, Any]) -> bool:
         """Track the best held-out loss, export the best model; return True to stop early."""
@@ -332,8 +347,7 @@ class Trainer:
         started = time.monotonic()
         if context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(config.to_dict(), indent=1, default=str)
-            write_text_atomic(self.output_dir / "training_config.json", text + "\n")
+            self._write_config(self.output_dir)
         bar = _progress(self.total_steps, self.step, config.show_progress and context.is_main)
         stopped_early = False
         with _SigtermFlag() as sigterm:

@@ -1,7 +1,8 @@
-"""The demo's data: openclipart parsed, split by image, flattened on white, tasks built.
+"""Openclipart parsed, split by image, flattened on white, held-out tasks built.
 
-One function, :func:`prepare_demo_data`, used by both the demo runner and
-the demo training loop, so both see exactly the same split.
+One function, :func:`prepare_clipart_data`, used by both the demo runner and
+the training source (:func:`metaembed.data.clipart_training.training_examples`),
+so both see exactly the same split.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from pathlib import Path
 from metaembed.data.clipart_tasks import RetrievalTask, all_categories, build_tasks, split_images
 from metaembed.data.openclipart import ClipartImage, load_openclipart, materialise_rgb
 
-__all__ = ["DemoData", "prepare_demo_data"]
+__all__ = ["ClipartData", "prepare_clipart_data"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DemoData:
+class ClipartData:
     """Train and held-out images (flattened copies) and the held-out tasks.
 
     Attributes
@@ -38,7 +39,7 @@ class DemoData:
     tasks: dict[str, RetrievalTask]
 
 
-def prepare_demo_data(
+def prepare_clipart_data(
     root: str | Path = "/usr/share/openclipart",
     cache: str | Path = "cache/openclipart",
     heldout_size: int = 500,
@@ -46,7 +47,7 @@ def prepare_demo_data(
     max_title_share: int = 5,
     include_train: bool = True,
     show_progress: bool = False,
-) -> DemoData:
+) -> ClipartData:
     """Parse (cached), split, flatten and build the held-out tasks.
 
     ``include_train=False`` skips flattening the train images (the demo run needs only held-out).
@@ -67,4 +68,4 @@ def prepare_demo_data(
     categories = all_categories(records)
     tasks = build_tasks(heldout, categories=categories)
     logger.info("openclipart split: %d train, %d held-out images", len(split.train), len(heldout))
-    return DemoData(train=train, heldout=heldout, categories=categories, tasks=tasks)
+    return ClipartData(train=train, heldout=heldout, categories=categories, tasks=tasks)
