@@ -107,7 +107,8 @@ def main() -> None:
         )
         exhaustive_ms = exhaustive * 1e3 / args.num_queries
         print(
-            f"exhaustive 16x64: {exhaustive_ms:.2f} ms/query (N={args.num_candidates}, D={args.dim}, {args.dtype})"
+            f"exhaustive 16x64: {exhaustive_ms:.2f} ms/query "
+            f"(N={args.num_candidates}, D={args.dim}, {args.dtype})"
         )
         stages = [("exhaustive", "1x1"), ("exhaustive", "4x8"), ("hnsw", "1x1")]
         for stage, first_budget in stages:
@@ -135,7 +136,8 @@ def main() -> None:
                 )
                 values = rows[-1]
                 print(
-                    f"{values['first_stage']:>18} K'={depth:<5} recall@10={values['recall_at_10']:.3f} "
+                    f"{values['first_stage']:>18} K'={depth:<5} "
+                    f"recall@10={values['recall_at_10']:.3f} "
                     f"{milliseconds:8.2f} ms/q  speed-up {values['speedup']:6.1f}x",
                     flush=True,
                 )

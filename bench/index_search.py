@@ -31,6 +31,7 @@ import torch
 from metaembed.budget import PAPER_GROUPS
 from metaembed.index.codecs import STORAGE_DTYPES, bytes_per_vector, encode
 from metaembed.index.kernels import available_backends, score_tiers
+from metaembed.index.kernels_numba import score_tiers_numba
 from metaembed.index.multivector import MultiVectorIndex
 from metaembed.index.storage import tier_bounds
 
@@ -55,27 +56,52 @@ def measure_roofline(repeats: int) -> dict[str, float]:
     return {"gemm_gflops": 2 * 2048**3 / gemm / 1e9, "read_gbs": big.numel() * 4 / read / 1e9}
 
 
-def make_tiers(num_candidates: int, dim: int, dtype: str, seed: int = 0):
-    """Random unit vectors encoded per tier, generated in chunks (bounded memory)."""
+def tier_candidates(num_candidates: int, dim: int, dtype: str, max_bytes: float) -> list[int]:
+    """Candidates generated per tier: all ``num_candidates`` while the tiers fit ``max_bytes``.
+
+    Tiers are filled first to last; a tier that does not fit whole gets fewer
+    candidates (never more than the tier before it), so budgets that read it are
+    timed on fewer candidates (every row reports its N).
+    """
+    counts, left = [], max_bytes
+    for first, last in tier_bounds(64):
+        per_candidate = (last - first) * bytes_per_vector(dtype, dim)
+        count = int(min(num_candidates, left // per_candidate, counts[-1] if counts else 1e18))
+        counts.append(max(count, 0))
+        left -= count * per_candidate
+    return counts
+
+
+def make_tiers(counts: list[int], dim: int, dtype: str, seed: int = 0):
+    """Random unit vectors encoded per tier (``counts[t]`` candidates), in bounded chunks."""
     rng = np.random.default_rng(seed)
-    bounds = tier_bounds(64)
-    tiers = [None] * len(bounds)
-    scales = [None] * len(bounds) if dtype == "int8" else None
-    chunk = max(1, 2**27 // (64 * dim))
-    for start in range(0, num_candidates, chunk):
-        stop = min(start + chunk, num_candidates)
-        values = rng.standard_normal((stop - start, 64, dim), dtype=np.float32)
-        values /= np.linalg.norm(values, axis=-1, keepdims=True)
-        for tier, (first, last) in enumerate(bounds):
-            raw, tier_scales = encode(values[:, first:last], dtype)
-            if tiers[tier] is None:
-                tiers[tier] = np.empty((num_candidates, *raw.shape[1:]), raw.dtype)
-                if scales is not None:
-                    scales[tier] = np.empty((num_candidates, last - first), np.float32)
-            tiers[tier][start:stop] = raw
-            if scales is not None:
-                scales[tier][start:stop] = tier_scales
+    tiers, scales = [], [] if dtype == "int8" else None
+    for (first, last), count in zip(tier_bounds(64), counts, strict=True):
+        size = last - first
+        chunk = max(1, 2**26 // (size * dim))
+        tier = tier_scales = None
+        for start in range(0, count, chunk):
+            stop = min(start + chunk, count)
+            values = rng.standard_normal((stop - start, size, dim), dtype=np.float32)
+            values /= np.linalg.norm(values, axis=-1, keepdims=True)
+            raw, chunk_scales = encode(values, dtype)
+            if tier is None:
+                tier = np.empty((count, size, dim), raw.dtype)
+                tier_scales = np.empty((count, size), np.float32)
+            tier[start:stop] = raw
+            tier_scales[start:stop] = chunk_scales if chunk_scales is not None else 1.0
+        tiers.append(tier)
+        if scales is not None:
+            scales.append(tier_scales)
     return tiers, scales
+
+
+def budget_view(tiers, scales, r_c: int):
+    """The tiers a budget reads, cut to the candidates every one of them holds."""
+    used = [t for t, (first, _) in enumerate(tier_bounds(64)) if first < r_c]
+    count = min(tiers[t].shape[0] for t in used)
+    view = [tiers[t][:count] for t in used]
+    return view, (None if scales is None else [scales[t][:count] for t in used]), count
 
 
 def row(roof, label, dim, dtype, budget, num_candidates, num_queries, seconds):
@@ -100,37 +126,41 @@ def row(roof, label, dim, dtype, budget, num_candidates, num_queries, seconds):
 
 
 def bench_config(args, roof, dim, dtype, num_candidates, rows):
-    tiers, scales = make_tiers(num_candidates, dim, dtype)
+    counts = tier_candidates(num_candidates, dim, dtype, args.max_gib * 2**30)
+    if min(counts) == 0:
+        print(f"skipping D={dim} {dtype}: --max-gib {args.max_gib} is too small", flush=True)
+        return
+    tiers, all_scales = make_tiers(counts, dim, dtype)
     roof = update_roof(roof, measure_roofline(args.repeats))
     queries = torch.nn.functional.normalize(torch.randn(args.batch, 16, dim), dim=-1)
+    methods = ["direct", "gemm"] if args.compare_methods else ["auto"]
     for budget in PAPER_GROUPS:
-        single = best_time(
-            lambda: score_tiers(queries[:1, : budget.r_q], tiers, budget.r_c, dtype, scales),
-            args.repeats,
-        )
-        rows.append(row(roof, "numba", dim, dtype, budget, num_candidates, 1, single))
-        print_row(rows[-1])
-        if rows[-1]["bound"] == "memory" and args.batch > 1:
-            batched = best_time(
-                lambda: score_tiers(queries[:, : budget.r_q], tiers, budget.r_c, dtype, scales),
-                args.repeats,
-            )
-            rows.append(row(roof, "numba", dim, dtype, budget, num_candidates, args.batch, batched))
+        view, scales, count = budget_view(tiers, all_scales, budget.r_c)
+        for method in methods:
+            label = "numba" if method == "auto" else f"numba-{method}"
+
+            def search(batch: int, method: str = method):
+                return score_tiers_numba(
+                    queries[:batch, : budget.r_q], view, scales, budget.r_c, dtype, method=method
+                )
+
+            single = best_time(lambda: search(1), args.repeats)
+            rows.append(row(roof, label, dim, dtype, budget, count, 1, single))
             print_row(rows[-1])
+            if args.batch > 1:
+                batched = best_time(lambda: search(args.batch), args.repeats)
+                rows.append(row(roof, label, dim, dtype, budget, count, args.batch, batched))
+                print_row(rows[-1])
         if args.torch and dtype in ("float32", "float16") and budget.r_c <= 8:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(
-                1
-            )  # torch's OpenMP threads collapse on a shared, oversubscribed machine
             slow = best_time(
                 lambda: score_tiers(
-                    queries[:1, : budget.r_q], tiers, budget.r_c, dtype, scales, backend="torch"
+                    queries[:1, : budget.r_q], view, budget.r_c, dtype, scales, backend="torch"
                 ),
                 1,
             )
-            torch.set_num_threads(threads)
-            rows.append(row(roof, "torch-1thread", dim, dtype, budget, num_candidates, 1, slow))
+            rows.append(row(roof, "torch", dim, dtype, budget, count, 1, slow))
             print_row(rows[-1])
+    del tiers, all_scales
 
 
 def bench_end_to_end(args, roof, rows):
@@ -181,7 +211,8 @@ def rescore(rows, roof):
 def print_row(values):
     print(
         f"{values['backend']:>12} D={values['dim']:<5} {values['dtype']:>8} {values['budget']:>6} "
-        f"N={values['num_candidates']:<7} batch={values['batch']:<3} {values['ms_per_query']:>10.2f} ms/q "
+        f"N={values['num_candidates']:<7} batch={values['batch']:<3} "
+        f"{values['ms_per_query']:>10.2f} ms/q "
         f"{values['gflops']:>7.1f} GFLOP/s {values['gbs']:>6.2f} GB/s {values['bound']:>7}-bound "
         f"{values['percent_of_roofline']:>5.0f}% roof",
         flush=True,
@@ -194,7 +225,16 @@ def main() -> None:
     )
     parser.add_argument("--num-candidates", type=int, default=100_000)
     parser.add_argument(
-        "--num-candidates-1024", type=int, default=10_000, help="N at D=1024 (memory)"
+        "--max-gib",
+        type=float,
+        default=6.0,
+        help="memory for one configuration's stored vectors; tiers that do not fit get fewer "
+        "candidates (each row reports its N)",
+    )
+    parser.add_argument(
+        "--compare-methods",
+        action="store_true",
+        help="time the numba kernel's direct and gemm forms separately instead of 'auto'",
     )
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--dtypes", nargs="+", default=list(STORAGE_DTYPES))
@@ -210,25 +250,19 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
-        args.num_candidates, args.num_candidates_1024, args.repeats = 5000, 500, 1
+        args.num_candidates, args.repeats = 5000, 1
     torch.set_num_threads(args.threads)
     roof = measure_roofline(args.repeats + 2)
     roof_first = dict(roof)
     print(
-        f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, DRAM read {roof['read_gbs']:.1f} GB/s, "
+        f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, "
+        f"DRAM read {roof['read_gbs']:.1f} GB/s, "
         f"{args.threads} threads, backends {available_backends()}"
     )
     rows: list[dict] = []
     for dim in args.dims:
         for dtype in args.dtypes:
-            bench_config(
-                args,
-                roof,
-                dim,
-                dtype,
-                args.num_candidates if dim <= 256 else args.num_candidates_1024,
-                rows,
-            )
+            bench_config(args, roof, dim, dtype, args.num_candidates, rows)
     if args.end_to_end:
         bench_end_to_end(args, roof, rows)
     roof_after = measure_roofline(args.repeats + 2)
