@@ -133,24 +133,19 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
     tiers, all_scales = make_tiers(counts, dim, dtype)
     roof = update_roof(roof, measure_roofline(args.repeats))
     queries = torch.nn.functional.normalize(torch.randn(args.batch, 16, dim), dim=-1)
-    methods = ["direct", "gemm"] if args.compare_methods else ["auto"]
     for budget in PAPER_GROUPS:
         view, scales, count = budget_view(tiers, all_scales, budget.r_c)
-        for method in methods:
-            label = "numba" if method == "auto" else f"numba-{method}"
 
-            def search(batch: int, method: str = method):
-                return score_tiers_numba(
-                    queries[:batch, : budget.r_q], view, scales, budget.r_c, dtype, method=method
-                )
+        def search(batch: int):
+            return score_tiers_numba(queries[:batch, : budget.r_q], view, scales, budget.r_c, dtype)
 
-            single = best_time(lambda: search(1), args.repeats)
-            rows.append(row(roof, label, dim, dtype, budget, count, 1, single))
+        single = best_time(lambda: search(1), args.repeats)
+        rows.append(row(roof, "numba", dim, dtype, budget, count, 1, single))
+        print_row(rows[-1])
+        if args.batch > 1:
+            batched = best_time(lambda: search(args.batch), args.repeats)
+            rows.append(row(roof, "numba", dim, dtype, budget, count, args.batch, batched))
             print_row(rows[-1])
-            if args.batch > 1:
-                batched = best_time(lambda: search(args.batch), args.repeats)
-                rows.append(row(roof, label, dim, dtype, budget, count, args.batch, batched))
-                print_row(rows[-1])
         if args.torch and dtype in ("float32", "float16") and budget.r_c <= 8:
             slow = best_time(
                 lambda: score_tiers(
@@ -230,11 +225,6 @@ def main() -> None:
         default=6.0,
         help="memory for one configuration's stored vectors; tiers that do not fit get fewer "
         "candidates (each row reports its N)",
-    )
-    parser.add_argument(
-        "--compare-methods",
-        action="store_true",
-        help="time the numba kernel's direct and gemm forms separately instead of 'auto'",
     )
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--dtypes", nargs="+", default=list(STORAGE_DTYPES))

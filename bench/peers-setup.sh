@@ -40,7 +40,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 
 # 6. metaembed itself, editable, without re-resolving its dependencies.
 "${PIP[@]}" --no-deps -e "$ROOT"
-"${PIP[@]}" "$TORCH_PIN" "safetensors>=0.4" "tqdm>=4.66" "pyyaml>=6" "qdrant-client>=1.12" "numba>=0.60" "scipy>=1.10" "threadpoolctl>=3.1"
+"${PIP[@]}" "$TORCH_PIN" "safetensors>=0.4" "tqdm>=4.66" "pyyaml>=6" "qdrant-client>=1.12" "numba>=0.60"
 
 # Guard: torchvision must not be here, and torch must still be the pinned CPU build.
 "$VENV/bin/python" - <<'PY'

@@ -13,14 +13,11 @@ when it is missing. Design choices:
   (``(h & 0x7fff) << 13 | (h & 0x8000) << 16`` reinterpreted as float32, times
   2^112: exact for normal and subnormal halves); bfloat16 is ``bits << 16``;
   int8 is ``value * scale``;
-* two forms: ``direct`` for small budgets (memory-bound: a candidate's few
-  vectors are dotted with the queries straight after decoding) and ``gemm`` for
-  large ones (compute-bound: a block of candidates is decoded into an L2-sized
-  float32 buffer and multiplied by all query vectors in one BLAS sgemm, whose
-  micro-kernel keeps query vectors along the SIMD lanes; then a running max
-  per candidate and query vector). BLAS runs single-threaded inside our
-  threads (threadpoolctl), so cores are not oversubscribed;
-* in the ``direct`` form the dot products are register-blocked, four query vectors by two candidate
+* one form for every budget: a BLAS-sgemm form (a block of candidates decoded
+  into an L2-sized buffer, multiplied by all query vectors at once) was measured
+  slower than this one at every paper budget but batched 1x1 (bench/index_search.py,
+  docs/index.md), so it was dropped;
+* the dot products are register-blocked, four query vectors by two candidate
   vectors per pass over ``dim`` (LLVM vectorises the pass 8-wide); an odd last
   candidate vector is paired with itself (a repeated vector cannot change a
   max); left-over query rows use 1 x 4 blocks and plain dot products;
@@ -29,7 +26,6 @@ when it is missing. Design choices:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,48 +145,6 @@ def _score_range(queries, tiers, scales, takes, kind, num_queries, r_q, start, s
             scores[q, n] = total
 
 
-@numba.njit(fastmath=True, nogil=True, cache=True)
-def _score_range_gemm(  # noqa: ANN001
-    queries, tiers, scales, takes, kind, num_queries, r_q, start, stop, scores, block
-):
-    """GEMM form of :func:`_score_range` for large budgets (BLAS sgemm on decoded blocks).
-
-    ``block`` candidates at a time, tier by tier: their vectors are decoded into
-    a float32 buffer (block * take, D), multiplied by all query vectors in one
-    sgemm (the query vectors ride along the SIMD lanes of the BLAS micro-kernel),
-    and the running max over candidate vectors is kept per (candidate, query vector).
-    """
-    num_rows, dim = queries.shape
-    queries_t = queries.T  # (D, M), F-contiguous: sgemm reads it transposed, no copy
-    widest = 0
-    for take in takes:
-        widest = max(widest, take)
-    buffer = np.empty((block * widest, dim), dtype=np.float32)  # (rows, D) decoded vectors
-    best = np.empty((block, num_rows), dtype=np.float32)  # (block, M) max over vectors so far
-    for first in range(start, stop, block):
-        count = min(block, stop - first)
-        best[:count] = -np.inf
-        for t in range(len(tiers)):
-            take = takes[t]
-            if take == 0:
-                break
-            for n in range(count):
-                for j in range(take):
-                    scale = scales[t][first + n, j] if kind == 3 else np.float32(1.0)
-                    _decode_vector(tiers[t][first + n, j], scale, kind, buffer[n * take + j])
-            similarity = np.dot(buffer[: count * take], queries_t)  # (count * take, M)
-            for n in range(count):
-                for j in range(take):
-                    for m in range(num_rows):
-                        best[n, m] = max(best[n, m], similarity[n * take + j, m])
-        for n in range(count):
-            for q in range(num_queries):
-                total = np.float32(0.0)
-                for i in range(r_q):
-                    total += best[n, q * r_q + i]
-                scores[q, first + n] = total
-
-
 def _plain(values: Any, dtype: Any = None) -> np.ndarray:
     """Return a C-contiguous, read-only ndarray view (one compiled signature for all)."""
     array = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
@@ -230,40 +184,6 @@ def _padded_tiers(
     )
 
 
-GEMM_MIN_WORK = 128
-"""Query vectors times candidate vectors (``M * r_c``) from which the GEMM form is used."""
-_GEMM_BLOCK_FLOATS = 64 * 1024
-"""Decoded float32 values per GEMM block (256 KiB: stays in a core's L2)."""
-
-
-@functools.lru_cache(maxsize=1)
-def _has_blas() -> bool:
-    """Whether numba's ``np.dot`` can run: it calls SciPy's BLAS."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401 (loads the BLAS library)
-    except ImportError:
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    """Return threadpoolctl's view of the loaded BLAS (None without threadpoolctl)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
-def _one_blas_thread() -> Any:
-    """Context: BLAS single-threaded while our own threads each run sgemm (no oversubscription)."""
-    controller = _blas_controller()
-    if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
-
-
 def score_tiers_numba(
     query_embeddings: torch.Tensor,
     tiers: Sequence[Any],
@@ -271,47 +191,28 @@ def score_tiers_numba(
     r_c: int,
     dtype: str,
     num_threads: int | None = None,
-    method: str = "auto",
 ) -> torch.Tensor:
     """Numba backend of :func:`metaembed.index.kernels.score_tiers` (same arguments).
 
     ``num_threads`` defaults to ``torch.get_num_threads()``; candidates are split
     into that many contiguous ranges scored by threads that release the GIL.
-    ``method`` is ``"direct"`` (register-blocked dot products, best for small
-    budgets), ``"gemm"`` (decoded blocks through BLAS sgemm, best for large
-    ones) or ``"auto"`` (``gemm`` from ``GEMM_MIN_WORK`` query-by-candidate vectors).
     """
-    if method not in ("auto", "direct", "gemm"):
-        raise ValueError(f"method must be 'auto', 'direct' or 'gemm', got {method!r}")
     num_queries, r_q, dim = query_embeddings.shape
     query_rows = query_embeddings.detach().to(torch.float32).reshape(-1, dim)  # (Nq*r_q, D)
     queries = np.ascontiguousarray(query_rows.numpy())  # (M, D)
     used, used_scales, takes = _padded_tiers(tiers, scales, r_c, dtype, dim)
     num_candidates = used[0].shape[0]
     scores = np.empty((num_queries, num_candidates), dtype=np.float32)  # (Nq, N)
-    if method == "auto":
-        large = queries.shape[0] * r_c >= GEMM_MIN_WORK
-        method = "gemm" if large and _has_blas() else "direct"
-    if method == "gemm" and not _has_blas():
-        raise ValueError("method='gemm' needs SciPy's BLAS: pip install 'metaembed[index]'")
     arguments = (queries, used, used_scales, takes, _KINDS[dtype], num_queries, r_q)
-    if method == "gemm":
-        block = max(1, _GEMM_BLOCK_FLOATS // (int(takes.max()) * dim))
-        kernel, arguments = _score_range_gemm, arguments
-        extra: tuple[Any, ...] = (block,)
-        context = _one_blas_thread()
-    else:
-        kernel, extra, context = _score_range, (), contextlib.nullcontext()
     workers = max(1, min(num_threads or torch.get_num_threads(), num_candidates // 64 or 1))
-    with context:
-        if workers == 1:
-            kernel(*arguments, 0, num_candidates, scores, *extra)
-        else:
-            bounds = np.linspace(0, num_candidates, workers + 1).astype(np.int64)
-            futures = [
-                _pool(workers).submit(kernel, *arguments, int(a), int(b), scores, *extra)
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            ]
-            for future in futures:
-                future.result()
+    if workers == 1:
+        _score_range(*arguments, 0, num_candidates, scores)
+    else:
+        bounds = np.linspace(0, num_candidates, workers + 1).astype(np.int64)
+        futures = [
+            _pool(workers).submit(_score_range, *arguments, int(a), int(b), scores)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        for future in futures:
+            future.result()
     return torch.from_numpy(scores)
