@@ -134,6 +134,8 @@ class BackboneAdapter(abc.ABC):
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
     supports_images: ClassVar[bool] = False
+    model_class: ClassVar[str] = "AutoModel"
+    """The transformers class :meth:`load_model` loads (headless: returns hidden states)."""
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
@@ -176,10 +178,11 @@ class BackboneAdapter(abc.ABC):
 
     @classmethod
     def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
-        """Load the headless model (default ``AutoModel``, which returns ``last_hidden_state``)."""
-        from transformers import AutoModel
+        """Load the headless model: the transformers class named by ``model_class``."""
+        import transformers
 
-        return AutoModel.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+        model_class = getattr(transformers, cls.model_class)
+        return model_class.from_pretrained(name_or_path, dtype=dtype, **kwargs)
 
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> BackboneAdapter:

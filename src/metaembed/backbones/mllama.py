@@ -83,15 +83,9 @@ class MllamaAdapter(BackboneAdapter):
     family = "mllama"
     model_types = ("mllama",)
     supports_images = True
+    model_class = "MllamaModel"
 
     # ----------------------------------------------------------------- loading
-    @classmethod
-    def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
-        """Load the headless ``MllamaModel``."""
-        from transformers import MllamaModel
-
-        return MllamaModel.from_pretrained(name_or_path, dtype=dtype, **kwargs)
-
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> MllamaAdapter:
         """Build a 3-layer text model (cross-attention in layer 1), 56 px tiles, up to 2 tiles."""

@@ -64,15 +64,9 @@ class PaliGemmaAdapter(BackboneAdapter):
     family = "paligemma"
     model_types = ("paligemma",)
     supports_images = True
+    model_class = "PaliGemmaModel"
 
     # ----------------------------------------------------------------- loading
-    @classmethod
-    def load_model(cls, name_or_path: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
-        """Load the headless ``PaliGemmaModel``."""
-        from transformers import PaliGemmaModel
-
-        return PaliGemmaModel.from_pretrained(name_or_path, dtype=dtype, **kwargs)
-
     @classmethod
     def build_tiny(cls, seed: int = 0, **overrides: Any) -> PaliGemmaAdapter:
         """Build a 2-layer, hidden-32 Gemma with a 56 px SigLIP tower (16 image tokens)."""
