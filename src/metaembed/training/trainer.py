@@ -144,9 +144,7 @@ class Trainer:
             min_batch_size=config.min_batch_size,
         )
         self.steps_per_epoch = self.schedule.steps_per_epoch
-        self.model = build_model(config, self.context, data.needs_images)
-        if config.warm_start_projector:  # deterministic, so a resumed run recomputes the same
-            self.model.adapter.warm_start(self.train_examples)
+        self.model = self._build_model(self.context, data.needs_images)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.sharded = self.context.strategy == "fsdp2"
         if self.sharded and self.model.adapter.supports_images and not config.placeholder_image:
@@ -174,6 +172,13 @@ class Trainer:
         self._export_twin: Any = None
         if config.resume:
             self._resume()
+
+    def _build_model(self, context: DistributedContext, needs_images: bool = False) -> Any:
+        """Build the model; warm-start it when asked (deterministic: a resume or twin agrees)."""
+        model = build_model(self.config, context, needs_images)
+        if self.config.warm_start_projector:
+            model.adapter.warm_start(self.train_examples)
+        return model
 
     # ------------------------------------------------------------- batches
     def global_batch(self, step: int) -> ItemBatch:
@@ -294,7 +299,7 @@ class Trainer:
             def twin() -> Any:  # unsharded CPU copy on rank 0, built once (FSDP2 only)
                 if self._export_twin is None:
                     cpu = DistributedContext(device=torch.device("cpu"))
-                    self._export_twin = build_model(self.config, cpu)
+                    self._export_twin = self._build_model(cpu)
                 return self._export_twin
 
         exported = export_model(self.model, directory, self.context, twin)
