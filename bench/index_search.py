@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaembed.budget import PAPER_GROUPS
+from metaembed.budget import PAPER_GROUPS, Budget
 from metaembed.index.codecs import STORAGE_DTYPES, bytes_per_vector, encode
 from metaembed.index.kernels import available_backends, score_tiers
 from metaembed.index.kernels_numba import score_tiers_numba
@@ -133,7 +133,7 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
     tiers, all_scales = make_tiers(counts, dim, dtype)
     roof = update_roof(roof, measure_roofline(args.repeats))
     queries = torch.nn.functional.normalize(torch.randn(args.batch, 16, dim), dim=-1)
-    for budget in PAPER_GROUPS:
+    for budget in args.budgets:
         view, scales, count = budget_view(tiers, all_scales, budget.r_c)
 
         def search(batch: int):
@@ -227,6 +227,9 @@ def main() -> None:
         "candidates (each row reports its N)",
     )
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument(
+        "--budgets", type=Budget.parse, nargs="+", default=list(PAPER_GROUPS), help="e.g. 1x1 2x4"
+    )
     parser.add_argument("--dtypes", nargs="+", default=list(STORAGE_DTYPES))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)

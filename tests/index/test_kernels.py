@@ -72,6 +72,11 @@ def test_half_decoding_is_exact_including_subnormals():
         query = torch.eye(values.size, dtype=torch.float32)[:, None, :]  # picks one element each
         got = score_tiers(query, [tier], 1, "float16", backend="numba")[:, 0]
         assert got.tolist() == values.astype(np.float32).tolist()
+        one_at_a_time = [  # one query vector: the (1, 1) loop that decodes inside the dot
+            score_tiers(query[i : i + 1], [tier], 1, "float16", backend="numba").item()
+            for i in range(values.size)
+        ]
+        assert one_at_a_time == values.astype(np.float32).tolist()
 
 
 def test_bad_arguments_are_rejected(rng):
