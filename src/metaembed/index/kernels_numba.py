@@ -17,8 +17,8 @@ when it is missing. Design choices:
   into an L2-sized buffer, multiplied by all query vectors at once) was measured
   slower than this one at every paper budget but batched 1x1 (bench/index_search.py,
   docs/index.md), so it was dropped;
-* ``r_c = 1`` with at most ``FIRST_VECTOR_MAX_ROWS`` query vectors (a (1, 1) search)
-  has its own loop: four candidates per pass, stored values decoded inside the
+* ``r_c = 1`` (a (1, 1) search; for float16 with at most ``FIRST_VECTOR_MAX_ROWS``
+  query vectors) has its own loop: four candidates per pass, stored values decoded inside the
   dot product (no buffer); measured 2-3.6x faster single-threaded for float16,
   bfloat16 and int8 at D = 128 and never slower;
 * the dot products are register-blocked, four query vectors by two candidate
@@ -47,7 +47,8 @@ _NO_SCALES = np.ones((1, 1), dtype=np.float32)
 _NO_SCALES.flags.writeable = False
 MAX_TIERS = 8
 FIRST_VECTOR_MAX_ROWS = 4
-"""Query vectors up to which budgets with ``r_c = 1`` take :func:`_score_first_vectors`."""
+"""Float16 query vectors up to which ``r_c = 1`` takes :func:`_score_first_vectors` (other
+dtypes always do: measured faster with 16 query vectors too; float16 decodes per query row)."""
 """Tiers the compiled kernel reads (padded to this count: one compiled signature per dtype)."""
 
 
@@ -266,7 +267,7 @@ def score_tiers_numba(
     num_candidates = used[0].shape[0]
     scores = np.empty((num_queries, num_candidates), dtype=np.float32)  # (Nq, N)
     kind = _KINDS[dtype]
-    if r_c == 1 and queries.shape[0] <= FIRST_VECTOR_MAX_ROWS:
+    if r_c == 1 and (queries.shape[0] <= FIRST_VECTOR_MAX_ROWS or kind != 1):
         kernel = _score_first_vectors
         if kind == 1:
             queries = queries * _HALF_SCALE  # (M, D): the float16 rebias, folded into the query
