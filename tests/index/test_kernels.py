@@ -48,7 +48,7 @@ def test_numba_thread_ranges_match_reference(rng, dtype):
     candidates = normalized(rng, 301, 64, 40)  # 301: ranges that do not divide evenly
     queries = torch.from_numpy(normalized(rng, 2, 16, 40))
     raw_tiers, scales, decoded = tiered(candidates, dtype)
-    for r_q, r_c in [(1, 1), (2, 4), (3, 7), (16, 64), (5, 17)]:
+    for r_q, r_c in [(1, 1), (16, 1), (2, 4), (3, 7), (16, 64), (5, 17)]:  # (16, 1): 32 rows
         for threads in (1, 2, 3):
             got = score_tiers_numba(queries[:, :r_q], raw_tiers, scales, r_c, dtype, threads)
             expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
