@@ -48,21 +48,11 @@ class CausalLMAdapter(BackboneAdapter):
         """Build a 2-layer Llama (hidden size 32) with an offline 512-token BPE tokenizer."""
         from transformers import LlamaConfig, LlamaModel
 
+        from metaembed.testing.tiny_config import tiny_text_config
         from metaembed.testing.tokenizer import build_tokenizer
 
         tokenizer = build_tokenizer()
-        settings: dict[str, Any] = dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=1024,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=None,
-        )
+        settings = tiny_text_config(tokenizer, max_position_embeddings=1024)
         settings.update(overrides)
         torch.manual_seed(seed)
         model = LlamaModel(LlamaConfig(**settings)).eval()

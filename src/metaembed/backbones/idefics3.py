@@ -111,6 +111,7 @@ class Idefics3Adapter(BackboneAdapter):
             Idefics3ImageProcessorPil,
         )
 
+        from metaembed.testing.tiny_config import tiny_text_config
         from metaembed.testing.tokenizer import build_tokenizer
 
         tokenizer = build_tokenizer(chat_template=IDEFICS3_CHAT_TEMPLATE)
@@ -125,19 +126,7 @@ class Idefics3Adapter(BackboneAdapter):
             image_seq_len=4,
             chat_template=IDEFICS3_CHAT_TEMPLATE,
         )
-        text_config = dict(
-            model_type="llama",
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            bos_token_id=None,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        text_config = tiny_text_config(tokenizer, model_type="llama")
         text_config.update(overrides.pop("text_config", {}))
         vision_config = dict(
             hidden_size=32,

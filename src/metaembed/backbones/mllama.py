@@ -92,6 +92,7 @@ class MllamaAdapter(BackboneAdapter):
         from transformers import MllamaConfig, MllamaModel, MllamaProcessor
         from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
+        from metaembed.testing.tiny_config import tiny_text_config
         from metaembed.testing.tokenizer import build_tokenizer
 
         tokenizer = build_tokenizer(chat_template=MLLAMA_CHAT_TEMPLATE)
@@ -106,17 +107,10 @@ class MllamaAdapter(BackboneAdapter):
         processor = MllamaProcessor(
             image_processor=image_processor, tokenizer=tokenizer, chat_template=MLLAMA_CHAT_TEMPLATE
         )
-        text_config = dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
+        text_config = tiny_text_config(
+            tokenizer,
             num_hidden_layers=3,
             cross_attention_layers=[1],
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
             bos_token_id=tokenizer.bos_token_id,
         )
         text_config.update(overrides.pop("text_config", {}))

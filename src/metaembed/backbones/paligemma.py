@@ -73,6 +73,7 @@ class PaliGemmaAdapter(BackboneAdapter):
         from transformers import PaliGemmaConfig, PaliGemmaModel, PaliGemmaProcessor
         from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+        from metaembed.testing.tiny_config import tiny_text_config
         from metaembed.testing.tokenizer import build_tokenizer
 
         tokenizer = build_tokenizer(chat_template=None)
@@ -80,20 +81,8 @@ class PaliGemmaAdapter(BackboneAdapter):
         image_processor = SiglipImageProcessorPil(size={"height": 56, "width": 56})
         image_processor.image_seq_length = 16  # (56 / 14) ** 2 patches
         processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
-        vocab_size = len(tokenizer)  # the processor added <loc>/<seg> tokens
-        text_config = dict(
-            model_type="gemma",
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=2048,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id,
+        text_config = tiny_text_config(  # len(tokenizer) counts the processor's <loc>/<seg>
+            tokenizer, model_type="gemma", head_dim=8, bos_token_id=tokenizer.bos_token_id
         )
         text_config.update(overrides.pop("text_config", {}))
         vision_config = dict(
@@ -111,7 +100,7 @@ class PaliGemmaAdapter(BackboneAdapter):
             text_config=text_config,
             vision_config=vision_config,
             image_token_index=processor.image_token_id,
-            vocab_size=vocab_size,
+            vocab_size=len(tokenizer),
             projection_dim=text_config["hidden_size"],
             hidden_size=text_config["hidden_size"],
             **overrides,

@@ -145,22 +145,13 @@ class Qwen2VLAdapter(BackboneAdapter):
             Qwen2VLImageProcessorPil,
         )
 
+        from metaembed.testing.tiny_config import tiny_text_config
         from metaembed.testing.tokenizer import build_tokenizer
 
         tokenizer = build_tokenizer()
         token = tokenizer.convert_tokens_to_ids
-        text_config = dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
-            bos_token_id=None,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]},
+        text_config = tiny_text_config(
+            tokenizer, rope_scaling={"type": "mrope", "mrope_section": [2, 1, 1]}
         )
         text_config.update(overrides.pop("text_config", {}))
         vision_config = cls._tiny_vision_config()
