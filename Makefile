@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The stamp changes with the build inputs: pyproject, setup.py and the C kernel (an editable
+# install compiles src/metaembed/index/_native.c once; a changed kernel needs a reinstall).
+BUILD_INPUTS := pyproject.toml setup.py src/metaembed/index/_native.c
+STAMP := $(VENV)/.installed-$(shell cat $(BUILD_INPUTS) | cksum | cut -d' ' -f1)
 
 .PHONY: venv test test-fast demo demo-train ablations lint bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILD_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# The CPU build of torch is pinned first so nothing can pull a CUDA build.
@@ -46,4 +49,4 @@ bench: venv
 	$(PY) bench/loss.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info src/metaembed/index/_native*.so

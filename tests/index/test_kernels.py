@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metaembed import maxsim
+from metaembed.index import kernels
 from metaembed.index.codecs import STORAGE_DTYPES, decode, encode
 from metaembed.index.kernels import available_backends, decode_block_torch, score_tiers
 from metaembed.index.storage import tier_bounds
@@ -40,19 +41,51 @@ def test_backends_match_reference(rng, backend, dtype):
         torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif("numba" not in available_backends(), reason="numba not installed")
-@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
-def test_numba_thread_ranges_match_reference(rng, dtype):
-    from metaembed.index.kernels_numba import score_tiers_numba
+COMPILED = [name for name in available_backends() if name != "torch"]
 
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+def test_compiled_thread_ranges_match_reference(rng, backend, dtype):
     candidates = normalized(rng, 301, 64, 40)  # 301: ranges that do not divide evenly
     queries = torch.from_numpy(normalized(rng, 2, 16, 40))
     raw_tiers, scales, decoded = tiered(candidates, dtype)
     for r_q, r_c in [(1, 1), (16, 1), (2, 4), (3, 7), (16, 64), (5, 17)]:  # (16, 1): 32 rows
         for threads in (1, 2, 3):
-            got = score_tiers_numba(queries[:, :r_q], raw_tiers, scales, r_c, dtype, threads)
+            got = score_tiers(
+                queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
+                num_threads=threads,
+            )  # fmt: skip
             expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
             torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+@pytest.mark.parametrize("dim", [1, 13, 2100])
+def test_compiled_odd_dims_and_query_groups_match_reference(rng, backend, dtype, dim):
+    """Dims that are not a multiple of 8 (tails), and queries too big to transpose at once."""
+    candidates = normalized(rng, 23, 20, dim)
+    queries = torch.from_numpy(normalized(rng, 5, 16, dim))
+    raw_tiers, scales, decoded = tiered(candidates, dtype)
+    for num_queries in (1, 2, 5):
+        for r_q, r_c in [(1, 1), (4, 1), (1, 3), (2, 4), (4, 20), (5, 9), (9, 1), (16, 20)]:
+            got = score_tiers(
+                queries[:num_queries, :r_q], raw_tiers, r_c, dtype, scales, backend=backend
+            )
+            expected = maxsim(
+                queries[:num_queries], torch.from_numpy(decoded), budget=(r_q, r_c)
+            )
+            torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-5)
+
+
+def test_auto_picks_the_fastest_available_backend(rng):
+    candidates = normalized(rng, 9, 4, 8)
+    queries = torch.from_numpy(normalized(rng, 2, 2, 8))
+    assert available_backends()[-1] == "torch"
+    auto = score_tiers(queries, [candidates], 4)
+    chosen = score_tiers(queries, [candidates], 4, backend=available_backends()[0])
+    assert torch.equal(auto, chosen)
 
 
 @pytest.mark.parametrize("backend", available_backends())
@@ -67,19 +100,19 @@ def test_half_decoding_is_exact_including_subnormals():
     values = np.array([0.0, -0.0, 1.0, -2.5, 6.1e-5, 5.96e-8, -3.0e-7, 65504.0], dtype=np.float16)
     raw = torch.from_numpy(values.view(np.int16))
     assert decode_block_torch(raw, None, "float16").tolist() == values.astype(np.float32).tolist()
-    if "numba" in available_backends():
-        tier = values.reshape(1, 1, -1)
-        query = torch.eye(values.size, dtype=torch.float32)[:, None, :]  # picks one element each
-        got = score_tiers(query, [tier], 1, "float16", backend="numba")[:, 0]
+    tier = values.reshape(1, 1, -1)
+    query = torch.eye(values.size, dtype=torch.float32)[:, None, :]  # picks one element each
+    for backend in COMPILED:
+        got = score_tiers(query, [tier], 1, "float16", backend=backend)[:, 0]
         assert got.tolist() == values.astype(np.float32).tolist()
-        one_at_a_time = [  # one query vector: the (1, 1) loop that decodes inside the dot
-            score_tiers(query[i : i + 1], [tier], 1, "float16", backend="numba").item()
+        one_at_a_time = [  # one query vector: the loops that decode inside the dot product
+            score_tiers(query[i : i + 1], [tier], 1, "float16", backend=backend).item()
             for i in range(values.size)
         ]
         assert one_at_a_time == values.astype(np.float32).tolist()
 
 
-def test_bad_arguments_are_rejected(rng):
+def test_bad_arguments_are_rejected(rng, monkeypatch):
     candidates = normalized(rng, 4, 8, 6)
     queries = torch.from_numpy(normalized(rng, 1, 2, 6))
     with pytest.raises(ValueError, match="r_c=9 is outside 1..8"):
@@ -88,5 +121,9 @@ def test_bad_arguments_are_rejected(rng):
         score_tiers(queries, [candidates.astype(np.int8)], 2, "int8")
     with pytest.raises(ValueError, match="unknown backend"):
         score_tiers(queries, [candidates], 2, backend="fortran")
+    with monkeypatch.context() as patch:  # a compiled backend missing here: named, with the fix
+        patch.setitem(kernels._COMPILED, "native", lambda: None)
+        with pytest.raises(ValueError, match=r"backend='native' is not available here.*AVX2"):
+            score_tiers(queries, [candidates], 2, backend="native")
     with pytest.raises(ValueError, match=r"\(num_candidates, size, 6\)"):
         score_tiers(queries, [candidates[:, :, :5]], 2)

@@ -12,8 +12,10 @@ reading only the tiers that hold the first ``r_c`` vectors. Design choices:
   float32: half-precision matmul on AVX2 CPUs runs at a fraction of a GFLOP/s,
   and numpy's/torch's own half -> float conversion at about 0.4 GB/s here, so
   decoding uses bit operations (``(h & 0x7fff) << 13 | sign``, times 2^112);
-* two backends, chosen automatically: ``"numba"`` (compiled, all cores, see
-  :mod:`metaembed.index.kernels_numba`) when numba imports, else ``"torch"``
+* three backends, the fastest available chosen automatically: ``"native"`` (a C
+  kernel with AVX2/FMA/F16C built by ``pip install``, all cores, see
+  :mod:`metaembed.index.kernels_native`), ``"numba"`` (compiled on first use, any
+  CPU numba supports, :mod:`metaembed.index.kernels_numba`) and ``"torch"``
   (pure torch, also the CUDA path when the tiers are CUDA tensors);
 * memory is bounded by the block size, independent of the number of candidates;
 * int8 scales multiply the dot product (one multiply per vector pair).
@@ -58,9 +60,25 @@ def _numba_module() -> Any:
     return kernels_numba
 
 
+@functools.lru_cache(maxsize=1)
+def _native_module() -> Any:
+    from metaembed.index import kernels_native
+
+    return kernels_native if kernels_native.load_library() is not None else None
+
+
+_COMPILED = {"native": _native_module, "numba": _numba_module}
+_INSTALL_HINT = {
+    "native": "the C kernel is built by `pip install metaembed` where a C compiler is present "
+    "and runs on x86-64 CPUs with AVX2, FMA and F16C",
+    "numba": "pip install 'metaembed[index]'",
+}
+
+
 def available_backends() -> tuple[str, ...]:
     """Backends usable in this environment, fastest first."""
-    return ("numba", "torch") if _numba_module() is not None else ("torch",)
+    compiled = tuple(name for name, module in _COMPILED.items() if module() is not None)
+    return (*compiled, "torch")
 
 
 def default_backend() -> str:
@@ -191,12 +209,13 @@ def score_tiers(
     scales : sequence of arrays, each (num_candidates, tier_size), optional
         Per-vector float32 scales, required for int8.
     backend : str
-        ``"auto"`` (numba when available, torch for CUDA tensors), ``"numba"`` or ``"torch"``.
+        ``"auto"`` (the first of :func:`available_backends`; torch for CUDA tensors),
+        ``"native"``, ``"numba"`` or ``"torch"``.
     block_candidates : int, optional
         Candidates decoded per block by the torch backend (memory bound); chosen
         from the cache size by default. The numba backend decodes one candidate at a time.
     num_threads : int, optional
-        Threads of the numba backend; ``torch.get_num_threads()`` by default.
+        Threads of the compiled backends; ``torch.get_num_threads()`` by default.
 
     Returns
     -------
@@ -217,18 +236,23 @@ def score_tiers(
     on_cuda = isinstance(tiers[0], torch.Tensor) and tiers[0].is_cuda
     if backend == "auto":
         backend = "torch" if on_cuda else default_backend()
-    if backend == "numba":
-        module = _numba_module()
+    if backend in _COMPILED:
+        module = _COMPILED[backend]()
         if module is None:
             raise ValueError(
-                "backend='numba' needs numba: pip install 'metaembed[index]', "
-                "or use backend='torch'"
+                f"backend={backend!r} is not available here ({_INSTALL_HINT[backend]}); "
+                f"available: {available_backends()}"
             )
         if on_cuda:
-            raise ValueError("backend='numba' runs on CPU arrays; CUDA tensors use backend='torch'")
-        return module.score_tiers_numba(query_embeddings, tiers, scales, r_c, dtype, num_threads)
+            raise ValueError(
+                f"backend={backend!r} runs on CPU arrays; CUDA tensors use backend='torch'"
+            )
+        score = getattr(module, f"score_tiers_{backend}")
+        return score(query_embeddings, tiers, scales, r_c, dtype, num_threads)
     if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; choose 'auto', 'numba' or 'torch'")
+        raise ValueError(
+            f"unknown backend {backend!r}; choose 'auto', 'native', 'numba' or 'torch'"
+        )
     return _score_torch(query_embeddings, tiers, scales, r_c, dtype, block_candidates)
 
 

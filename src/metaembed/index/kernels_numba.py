@@ -5,7 +5,8 @@ Importing this module imports numba (optional extra ``metaembed[index]``);
 when it is missing. Design choices:
 
 * candidates are split into contiguous ranges, one per thread (threads release
-  the GIL; no numba threading layer, so forking after a search is safe); each candidate's
+  the GIL; no numba threading layer, so forking after a search is safe; see
+  :mod:`metaembed.index.kernel_threads`); each candidate's
   first ``r_c`` stored vectors are decoded into a small float32 buffer (at most
   ``r_c * dim * 4`` bytes, in L1/L2) and scored against every query vector of
   the batch while hot, so stored bytes are read from memory exactly once per call;
@@ -30,14 +31,14 @@ when it is missing. Design choices:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
 import torch
+
+from metaembed.index.kernel_threads import plain_array, run_on_ranges
 
 __all__ = ["score_tiers_numba"]
 
@@ -208,21 +209,6 @@ def _score_first_vectors(queries, tier, scales, kind, num_queries, r_q, start, s
             scores[q, n] = total
 
 
-def _plain(values: Any, dtype: Any = None) -> np.ndarray:
-    """Return a C-contiguous, read-only ndarray view (one compiled signature for all)."""
-    array = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-    if dtype is not None and array.dtype != dtype:
-        array = array.view(dtype)
-    view = np.ascontiguousarray(array).view()
-    view.flags.writeable = False
-    return view
-
-
-@functools.lru_cache(maxsize=1)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metaembed-score")
-
-
 def _padded_tiers(
     tiers: Sequence[Any], scales: Sequence[Any] | None, r_c: int, dtype: str, dim: int
 ):
@@ -234,11 +220,13 @@ def _padded_tiers(
             break
         takes.append(min(int(tier.shape[1]), remaining))
         remaining -= takes[-1]
-        used.append(_plain(tier, raw))
-        used_scales.append(_plain(scales[index], np.float32) if dtype == "int8" else _NO_SCALES)
+        used.append(plain_array(tier, raw))
+        used_scales.append(
+            plain_array(scales[index], np.float32) if dtype == "int8" else _NO_SCALES
+        )
     if len(used) > MAX_TIERS:
         raise ValueError(f"the numba kernel reads at most {MAX_TIERS} tiers, got {len(used)}")
-    empty = _plain(np.empty((0, 0, dim), dtype=used[0].dtype))
+    empty = plain_array(np.empty((0, 0, dim), dtype=used[0].dtype))
     padding = MAX_TIERS - len(used)
     return (
         tuple(used) + (empty,) * padding,
@@ -275,15 +263,7 @@ def score_tiers_numba(
     else:
         kernel = _score_range
         arguments = (queries, used, used_scales, takes, kind, num_queries, r_q)
-    workers = max(1, min(num_threads or torch.get_num_threads(), num_candidates // 64 or 1))
-    if workers == 1:
-        kernel(*arguments, 0, num_candidates, scores)
-    else:
-        bounds = np.linspace(0, num_candidates, workers + 1).astype(np.int64)
-        futures = [
-            _pool(workers).submit(kernel, *arguments, int(a), int(b), scores)
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-        for future in futures:
-            future.result()
+    run_on_ranges(
+        lambda start, stop: kernel(*arguments, start, stop, scores), num_candidates, num_threads
+    )
     return torch.from_numpy(scores)

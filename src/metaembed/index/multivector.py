@@ -115,7 +115,7 @@ class MultiVectorIndex(MultiVectorIndexBase):
         groups : sequence of Budget
             Trained nested groups; their ``r_c`` values delimit the storage tiers.
         backend : str
-            Scoring backend, ``"auto"``, ``"numba"`` or ``"torch"``.
+            Scoring backend, ``"auto"``, ``"native"``, ``"numba"`` or ``"torch"``.
         auto_refresh : bool
             Pick up commits by other processes at each search.
         """

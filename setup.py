@@ -1,0 +1,18 @@
+"""Build hook for the optional compiled scoring kernel (metadata lives in pyproject.toml).
+
+``optional=True``: when no C compiler is present the install still succeeds and
+``metaembed.index.kernels`` falls back to the numba or pure-torch backend.
+"""
+
+import sys
+
+from setuptools import Extension, setup
+
+native = Extension(
+    "metaembed.index._native",
+    sources=["src/metaembed/index/_native.c"],
+    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-std=c11"],
+    optional=True,
+)
+
+setup(ext_modules=[native])

@@ -1,0 +1,483 @@
+/*
+ * metaembed native scoring kernel: budgeted MaxSim over tiered storage.
+ *
+ *   scores[q, n] = sum_{i < r_q} max_{j < r_c} <query[q, i], candidate[n, j]>
+ *
+ * x86-64 with AVX2, FMA and F16C (checked at run time by metaembed_native_supported);
+ * every other platform builds a stub that reports itself unsupported, and the Python side
+ * falls back to the numba or torch backend. Loaded with ctypes (the calls release the GIL);
+ * the Python module object exists only so that setuptools can build and install this file.
+ *
+ * Two forms, chosen by M = num_queries * r_q, the query vectors of one call:
+ *
+ * - "dims along lanes" (M <= 4, memory-bound budgets such as one query at (1, 1), (2, 4),
+ *   (4, 8)): stored values are decoded eight at a time inside the dot product (no buffer),
+ *   MB query vectors x JB candidate vectors accumulate in registers, and four accumulators
+ *   are reduced together at the end of a pass;
+ * - "query vectors along lanes" (M > 4): the query block is transposed once per call into
+ *   (blocks of 8 vectors, dim, 8); each candidate's r_c vectors are decoded into a float32
+ *   buffer, and a QB x JB tile of 8-lane accumulators is updated with one broadcast candidate
+ *   value per candidate vector and dimension (an outer product: no horizontal sums, and the
+ *   max over candidate vectors is a lane-wise max).
+ *
+ * A candidate vector tile that runs past r_c repeats the last vector (a repeated vector
+ * cannot change a max); with r_c = 1, consecutive candidates fill a tile instead.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ME_MAX_TIERS 8
+#define ME_KIND_F32 0
+#define ME_KIND_F16 1
+#define ME_KIND_BF16 2
+#define ME_KIND_I8 3
+#define ME_LANES 8
+#define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define ME_HAVE_AVX2 1
+#include <immintrin.h>
+#define ME_TARGET __attribute__((target("avx2,fma,f16c")))
+#define ME_INLINE static inline __attribute__((always_inline)) ME_TARGET
+#endif
+
+#if defined(_WIN32)
+#define ME_EXPORT __declspec(dllexport)
+#else
+#define ME_EXPORT __attribute__((visibility("default")))
+#endif
+
+ME_EXPORT int metaembed_native_supported(void) {
+#ifdef ME_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+#ifdef ME_HAVE_AVX2
+
+/* Where candidate vector j lives: tier and position inside the tier. */
+typedef struct {
+    const char *base[ME_MAX_TIERS];
+    const float *scales[ME_MAX_TIERS];
+    int64_t sizes[ME_MAX_TIERS];
+    int64_t element_bytes;
+    int64_t dim;
+    int64_t *tier_of;  /* (r_c,) */
+    int64_t *index_of; /* (r_c,) */
+} Layout;
+
+static inline const void *vector_at(const Layout *layout, int64_t n, int64_t j) {
+    int64_t t = layout->tier_of[j];
+    int64_t row = n * layout->sizes[t] + layout->index_of[j];
+    return layout->base[t] + row * layout->dim * layout->element_bytes;
+}
+
+static inline float scale_at(const Layout *layout, int64_t n, int64_t j) {
+    int64_t t = layout->tier_of[j];
+    return layout->scales[t][n * layout->sizes[t] + layout->index_of[j]];
+}
+
+/* Eight stored values from offset d, as float32 (int8 without its scale). */
+ME_INLINE __m256 load8(const void *vector, int64_t d, const int kind) {
+    if (kind == ME_KIND_F32) return _mm256_loadu_ps((const float *)vector + d);
+    if (kind == ME_KIND_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)vector + d)));
+    if (kind == ME_KIND_BF16) {
+        __m128i bits = _mm_loadu_si128((const __m128i *)((const uint16_t *)vector + d));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+    }
+    __m128i bytes = _mm_loadl_epi64((const __m128i *)((const int8_t *)vector + d));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+}
+
+ME_INLINE float load1(const void *vector, int64_t d, const int kind) {
+    if (kind == ME_KIND_F32) return ((const float *)vector)[d];
+    if (kind == ME_KIND_F16) return _cvtsh_ss(((const uint16_t *)vector)[d]);
+    if (kind == ME_KIND_BF16) {
+        uint32_t bits = (uint32_t)((const uint16_t *)vector)[d] << 16;
+        float value;
+        memcpy(&value, &bits, sizeof value);
+        return value;
+    }
+    return (float)((const int8_t *)vector)[d];
+}
+
+/* (sum a, sum b, sum c, sum d) of four 8-lane accumulators. */
+ME_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+}
+
+/* ---------------------------------------------------------------- dims along lanes */
+
+/* dots[m * JB + jj] = <queries[m], vectors[jj]> (raw stored values) for m < MB, jj < JB. */
+ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *vectors,
+                        float *dots, const int MB, const int JB, const int kind) {
+    __m256 acc[4][4];
+    for (int m = 0; m < MB; m++)
+        for (int jj = 0; jj < JB; jj++) acc[m][jj] = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + ME_LANES <= dim; d += ME_LANES) {
+        __m256 values[4];
+        for (int jj = 0; jj < JB; jj++) values[jj] = load8(vectors[jj], d, kind);
+        for (int m = 0; m < MB; m++) {
+            __m256 query = _mm256_loadu_ps(queries + m * dim + d);
+            for (int jj = 0; jj < JB; jj++)
+                acc[m][jj] = _mm256_fmadd_ps(query, values[jj], acc[m][jj]);
+        }
+    }
+    /* MB * JB is a multiple of 4 for every tile shape used below */
+    __m256 *flat = &acc[0][0];
+    float sums[16];
+    for (int m = 0; m < MB; m++)
+        for (int jj = 0; jj < JB; jj++) flat[m * JB + jj] = acc[m][jj];
+    for (int i = 0; i < MB * JB; i += 4)
+        _mm_storeu_ps(sums + i, sum4(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]));
+    for (; d < dim; d++) /* dims beyond the last multiple of 8 */
+        for (int jj = 0; jj < JB; jj++) {
+            float value = load1(vectors[jj], d, kind);
+            for (int m = 0; m < MB; m++) sums[m * JB + jj] += queries[m * dim + d] * value;
+        }
+    for (int i = 0; i < MB * JB; i++) dots[i] = sums[i];
+}
+
+ME_INLINE void score_dims_along_lanes(const float *queries, int64_t num_queries, int64_t r_q,
+                                      const Layout *layout, int64_t r_c, int64_t start,
+                                      int64_t stop, float *scores, int64_t stride,
+                                      const int MB, const int JB, const int kind) {
+    const int64_t dim = layout->dim;
+    const void *vectors[4];
+    float dots[16], best[4];
+    if (r_c == 1) { /* a tile holds the first vectors of JB consecutive candidates */
+        for (int64_t n = start; n < stop; n += JB) {
+            for (int jj = 0; jj < JB; jj++)
+                vectors[jj] = vector_at(layout, n + jj < stop ? n + jj : stop - 1, 0);
+            dot_tile(queries, dim, vectors, dots, MB, JB, kind);
+            for (int jj = 0; jj < JB && n + jj < stop; jj++) {
+                float scale = kind == ME_KIND_I8 ? scale_at(layout, n + jj, 0) : 1.0f;
+                for (int64_t q = 0; q < num_queries; q++) {
+                    float total = 0.0f;
+                    for (int64_t i = 0; i < r_q; i++) total += dots[(q * r_q + i) * JB + jj];
+                    scores[q * stride + n + jj] = total * scale;
+                }
+            }
+        }
+        return;
+    }
+    for (int64_t n = start; n < stop; n++) {
+        for (int m = 0; m < MB; m++) best[m] = -INFINITY;
+        for (int64_t j = 0; j < r_c; j += JB) {
+            float scale[4];
+            for (int jj = 0; jj < JB; jj++) {
+                int64_t vector = j + jj < r_c ? j + jj : r_c - 1;
+                vectors[jj] = vector_at(layout, n, vector);
+                scale[jj] = kind == ME_KIND_I8 ? scale_at(layout, n, vector) : 1.0f;
+            }
+            dot_tile(queries, dim, vectors, dots, MB, JB, kind);
+            for (int m = 0; m < MB; m++)
+                for (int jj = 0; jj < JB; jj++) {
+                    float dot = dots[m * JB + jj] * scale[jj];
+                    best[m] = dot > best[m] ? dot : best[m];
+                }
+        }
+        for (int64_t q = 0; q < num_queries; q++) {
+            float total = 0.0f;
+            for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
+            scores[q * stride + n] = total;
+        }
+    }
+}
+
+/* ------------------------------------------------------- query vectors along lanes */
+
+/*
+ * Packed candidate rows, as in the packed operand of a GEMM: a tile of JB rows is stored as
+ * (chunks of 8 dims, JB, 8), so the JB values of one dimension sit at constant offsets from
+ * one pointer. Dims past `dim` are zero (the transposed queries are zero there too).
+ */
+ME_INLINE void pack_row(const void *vector, float scale, int64_t dim, float *tile, int JB,
+                        int jj, const int kind) {
+    int64_t d = 0, chunk = 0;
+    __m256 scales = _mm256_set1_ps(scale);
+    for (; d + ME_LANES <= dim; d += ME_LANES, chunk++) {
+        __m256 values = load8(vector, d, kind);
+        if (kind == ME_KIND_I8) values = _mm256_mul_ps(values, scales);
+        _mm256_storeu_ps(tile + (chunk * JB + jj) * ME_LANES, values);
+    }
+    if (d < dim) {
+        float *target = tile + (chunk * JB + jj) * ME_LANES;
+        for (int k = 0; k < ME_LANES; k++)
+            target[k] = d + k < dim ? load1(vector, d + k, kind) * scale : 0.0f;
+    }
+}
+
+/*
+ * out[b][jj] = <query vectors of block b (8 lanes), row jj of the packed tile> for b < QB,
+ * jj < JB; block b of `transposed` is (chunks * 8, 8), blocks `block_stride` floats apart.
+ */
+ME_INLINE void outer_tile(const float *transposed, int64_t block_stride, int64_t chunks,
+                          const float *tile, __m256 out[2][8], const int QB, const int JB) {
+    __m256 acc[2][8];
+    for (int b = 0; b < QB; b++)
+        for (int jj = 0; jj < JB; jj++) acc[b][jj] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < chunks; c++) {
+        const float *values = tile + c * JB * ME_LANES;
+        const float *query = transposed + c * ME_LANES * ME_LANES;
+        for (int k = 0; k < ME_LANES; k++) {
+            __m256 lanes[2];
+            for (int b = 0; b < QB; b++)
+                lanes[b] = _mm256_load_ps(query + b * block_stride + k * ME_LANES);
+            for (int jj = 0; jj < JB; jj++) {
+                __m256 value = _mm256_broadcast_ss(values + jj * ME_LANES + k);
+                for (int b = 0; b < QB; b++)
+                    acc[b][jj] = _mm256_fmadd_ps(lanes[b], value, acc[b][jj]);
+            }
+        }
+    }
+    for (int b = 0; b < QB; b++)
+        for (int jj = 0; jj < JB; jj++) out[b][jj] = acc[b][jj];
+}
+
+/* Score query tiles (QB blocks of 8 lanes) for one packed set of tiles; see score_group. */
+ME_INLINE void tiles_for_blocks(const float *transposed, int64_t block_stride, int64_t chunks,
+                                const float *packed, int64_t tiles, int64_t blocks, int64_t lanes,
+                                int per_candidate, float *sims, const int JB) {
+    __m256 out[2][8];
+    const int64_t tile_floats = chunks * JB * ME_LANES;
+    for (int64_t b = 0; b < blocks;) {
+        const float *query = transposed + b * block_stride;
+        if (blocks - b >= 2 && JB <= 6) {
+            if (per_candidate) { /* lane-wise max over the candidate's tiles */
+                __m256 top0 = _mm256_set1_ps(-INFINITY), top1 = top0;
+                for (int64_t t = 0; t < tiles; t++) {
+                    outer_tile(query, block_stride, chunks, packed + t * tile_floats, out, 2, JB);
+                    for (int jj = 0; jj < JB; jj++) {
+                        top0 = _mm256_max_ps(top0, out[0][jj]);
+                        top1 = _mm256_max_ps(top1, out[1][jj]);
+                    }
+                }
+                _mm256_storeu_ps(sims + b * ME_LANES, top0);
+                _mm256_storeu_ps(sims + (b + 1) * ME_LANES, top1);
+            } else { /* r_c = 1: one tile, JB candidates */
+                outer_tile(query, block_stride, chunks, packed, out, 2, JB);
+                for (int jj = 0; jj < JB; jj++) {
+                    _mm256_storeu_ps(sims + jj * lanes + b * ME_LANES, out[0][jj]);
+                    _mm256_storeu_ps(sims + jj * lanes + (b + 1) * ME_LANES, out[1][jj]);
+                }
+            }
+            b += 2;
+        } else {
+            if (per_candidate) {
+                __m256 top = _mm256_set1_ps(-INFINITY);
+                for (int64_t t = 0; t < tiles; t++) {
+                    outer_tile(query, block_stride, chunks, packed + t * tile_floats, out, 1, JB);
+                    for (int jj = 0; jj < JB; jj++) top = _mm256_max_ps(top, out[0][jj]);
+                }
+                _mm256_storeu_ps(sims + b * ME_LANES, top);
+            } else {
+                outer_tile(query, block_stride, chunks, packed, out, 1, JB);
+                for (int jj = 0; jj < JB; jj++)
+                    _mm256_storeu_ps(sims + jj * lanes + b * ME_LANES, out[0][jj]);
+            }
+            b += 1;
+        }
+    }
+}
+
+/*
+ * Scores of queries [first_query, first_query + group_queries) for candidates [start, stop).
+ * JB = 8 with a single 8-lane block of query vectors (8 accumulators), else 6 (2 x 6).
+ */
+ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t group_queries,
+                           int64_t r_q, const Layout *layout, int64_t r_c, int64_t start,
+                           int64_t stop, float *scores, int64_t stride, float *transposed,
+                           float *packed, float *sims, const int JB, const int kind) {
+    const int64_t dim = layout->dim;
+    const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES;
+    const int64_t block_stride = chunks * ME_LANES * ME_LANES;
+    const int64_t vectors = group_queries * r_q;
+    const int64_t blocks = (vectors + ME_LANES - 1) / ME_LANES;
+    const int64_t lanes = blocks * ME_LANES;
+    const int64_t tile_floats = chunks * JB * ME_LANES;
+    const float *group = queries + first_query * r_q * dim;
+    for (int64_t b = 0; b < blocks; b++) /* (blocks, chunks * 8, 8), zero-padded */
+        for (int64_t d = 0; d < chunks * ME_LANES; d++)
+            for (int64_t lane = 0; lane < ME_LANES; lane++) {
+                int64_t m = b * ME_LANES + lane;
+                transposed[b * block_stride + d * ME_LANES + lane] =
+                    m < vectors && d < dim ? group[m * dim + d] : 0.0f;
+            }
+    if (r_c == 1) { /* one tile = the first vectors of JB consecutive candidates */
+        for (int64_t n = start; n < stop; n += JB) {
+            for (int jj = 0; jj < JB; jj++) {
+                int64_t candidate = n + jj < stop ? n + jj : stop - 1;
+                float scale = kind == ME_KIND_I8 ? scale_at(layout, candidate, 0) : 1.0f;
+                pack_row(vector_at(layout, candidate, 0), scale, dim, packed, JB, jj, kind);
+            }
+            tiles_for_blocks(transposed, block_stride, chunks, packed, 1, blocks, lanes, 0, sims,
+                             JB);
+            for (int jj = 0; jj < JB && n + jj < stop; jj++)
+                for (int64_t q = 0; q < group_queries; q++) {
+                    float total = 0.0f;
+                    for (int64_t i = 0; i < r_q; i++) total += sims[jj * lanes + q * r_q + i];
+                    scores[(first_query + q) * stride + n + jj] = total;
+                }
+        }
+        return;
+    }
+    const int64_t tiles = (r_c + JB - 1) / JB;
+    for (int64_t n = start; n < stop; n++) {
+        for (int64_t j = 0; j < tiles * JB; j++) {
+            int64_t vector = j < r_c ? j : r_c - 1; /* a repeated row cannot change a max */
+            float scale = kind == ME_KIND_I8 ? scale_at(layout, n, vector) : 1.0f;
+            pack_row(vector_at(layout, n, vector), scale, dim, packed + (j / JB) * tile_floats,
+                     JB, (int)(j % JB), kind);
+        }
+        tiles_for_blocks(transposed, block_stride, chunks, packed, tiles, blocks, lanes, 1, sims,
+                         JB);
+        for (int64_t q = 0; q < group_queries; q++) {
+            float total = 0.0f;
+            for (int64_t i = 0; i < r_q; i++) total += sims[q * r_q + i];
+            scores[(first_query + q) * stride + n] = total;
+        }
+    }
+}
+
+#define ME_DISPATCH_KIND(call)                      \
+    switch (kind) {                                 \
+        case ME_KIND_F32: call(ME_KIND_F32); break; \
+        case ME_KIND_F16: call(ME_KIND_F16); break; \
+        case ME_KIND_BF16: call(ME_KIND_BF16); break; \
+        default: call(ME_KIND_I8); break;           \
+    }
+
+ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64_t r_q,
+                                Layout *layout, int64_t r_c, int kind, int64_t start,
+                                int64_t stop, float *scores, int64_t stride) {
+    const int64_t dim = layout->dim;
+    const int64_t vectors = num_queries * r_q;
+    if (vectors <= 4) {
+#define ME_LANES_DIMS(MB, JB, K) \
+    score_dims_along_lanes(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, \
+                           MB, JB, K)
+#define ME_CASE1(K) ME_LANES_DIMS(1, 4, K)
+#define ME_CASE2(K) ME_LANES_DIMS(2, 4, K)
+#define ME_CASE3(K) ME_LANES_DIMS(3, 4, K)
+#define ME_CASE4(K) ME_LANES_DIMS(4, 2, K)
+        if (vectors == 1) { ME_DISPATCH_KIND(ME_CASE1) }
+        else if (vectors == 2) { ME_DISPATCH_KIND(ME_CASE2) }
+        else if (vectors == 3) { ME_DISPATCH_KIND(ME_CASE3) }
+        else { ME_DISPATCH_KIND(ME_CASE4) }
+        return 0;
+    }
+    /* whole queries per group, so that the transposed group stays within ME_QUERY_GROUP_BYTES */
+    int64_t per_group = ME_QUERY_GROUP_BYTES / (r_q * dim * (int64_t)sizeof(float));
+    if (per_group < 1) per_group = 1;
+    if (per_group > num_queries) per_group = num_queries;
+    int64_t max_lanes = (per_group * r_q + ME_LANES - 1) / ME_LANES * ME_LANES;
+    const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES;
+    const int JB = max_lanes == ME_LANES ? 8 : 4;
+    int64_t packed_rows = (r_c + JB - 1) / JB * JB;
+    float *transposed = aligned_alloc(32, (size_t)(max_lanes * chunks * ME_LANES * 4));
+    float *buffer = aligned_alloc(32, (size_t)(packed_rows * chunks * ME_LANES * 4));
+    float *sims = aligned_alloc(32, (size_t)(8 * max_lanes * 4));
+    if (!transposed || !buffer || !sims) {
+        free(transposed);
+        free(buffer);
+        free(sims);
+        return -2;
+    }
+    for (int64_t first = 0; first < num_queries; first += per_group) {
+        int64_t count = num_queries - first < per_group ? num_queries - first : per_group;
+#define ME_GROUP(K)                                                                           \
+    if (JB == 8)                                                                              \
+        score_group(queries, first, count, r_q, layout, r_c, start, stop, scores, stride,     \
+                    transposed, buffer, sims, 8, K);                                          \
+    else                                                                                      \
+        score_group(queries, first, count, r_q, layout, r_c, start, stop, scores, stride,     \
+                    transposed, buffer, sims, 4, K);
+        ME_DISPATCH_KIND(ME_GROUP)
+    }
+    free(transposed);
+    free(buffer);
+    free(sims);
+    return 0;
+}
+
+#endif /* ME_HAVE_AVX2 */
+
+/*
+ * Score candidates [start, stop) of the tiers into scores (num_queries, stride).
+ *
+ * queries: (num_queries * r_q, dim) float32, row-major. tiers[t]: (N, sizes[t], dim) raw values
+ * (float32, float16 or bfloat16 bits, int8); scales[t]: (N, sizes[t]) float32 for int8, else
+ * ignored. The first r_c vectors are read, tier by tier. Returns 0, -1 when this build or CPU
+ * has no kernel, -2 when memory runs out, -3 on bad arguments.
+ */
+ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, int64_t r_q,
+                                     int64_t dim, const void *const *tiers,
+                                     const float *const *scales, const int64_t *sizes,
+                                     int64_t num_tiers, int64_t r_c, int kind, int64_t start,
+                                     int64_t stop, float *scores, int64_t stride) {
+#ifdef ME_HAVE_AVX2
+    if (!metaembed_native_supported()) return -1;
+    if (num_tiers < 1 || num_tiers > ME_MAX_TIERS || r_c < 1 || dim < 1 || r_q < 1 ||
+        kind < 0 || kind > ME_KIND_I8)
+        return -3;
+    static const int64_t element_bytes[4] = {4, 2, 2, 1};
+    Layout layout;
+    memset(&layout, 0, sizeof layout);
+    layout.element_bytes = element_bytes[kind];
+    layout.dim = dim;
+    int64_t stored = 0;
+    for (int64_t t = 0; t < num_tiers; t++) {
+        layout.base[t] = (const char *)tiers[t];
+        layout.scales[t] = kind == ME_KIND_I8 ? scales[t] : NULL;
+        layout.sizes[t] = sizes[t];
+        stored += sizes[t];
+    }
+    if (r_c > stored) return -3;
+    layout.tier_of = malloc((size_t)r_c * sizeof(int64_t));
+    layout.index_of = malloc((size_t)r_c * sizeof(int64_t));
+    if (!layout.tier_of || !layout.index_of) {
+        free(layout.tier_of);
+        free(layout.index_of);
+        return -2;
+    }
+    for (int64_t j = 0, t = 0, index = 0; j < r_c; j++, index++) {
+        while (index >= sizes[t]) {
+            t++;
+            index = 0;
+        }
+        layout.tier_of[j] = t;
+        layout.index_of[j] = index;
+    }
+    int status = start < stop ? score_avx2(queries, num_queries, r_q, &layout, r_c, kind, start,
+                                           stop, scores, stride)
+                              : 0;
+    free(layout.tier_of);
+    free(layout.index_of);
+    return status;
+#else
+    (void)queries; (void)num_queries; (void)r_q; (void)dim; (void)tiers; (void)scales;
+    (void)sizes; (void)num_tiers; (void)r_c; (void)kind; (void)start; (void)stop;
+    (void)scores; (void)stride;
+    return -1;
+#endif
+}
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "_native",
+    "metaembed's compiled scoring kernel; called through ctypes by metaembed.index.kernels_native.",
+    -1, NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&native_module); }

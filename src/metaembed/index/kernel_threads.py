@@ -1,0 +1,65 @@
+"""What the compiled CPU backends share: zero-copy array views and candidate ranges on threads.
+
+Both compiled backends (:mod:`metaembed.index.kernels_native`,
+:mod:`metaembed.index.kernels_numba`) score a contiguous range of candidates per
+call and release the GIL, so a search splits the candidates into one range per
+thread and runs the ranges on a small shared pool (no OpenMP runtime: forking
+after a search stays safe).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["plain_array", "run_on_ranges"]
+
+MIN_CANDIDATES_PER_THREAD = 64
+
+
+def plain_array(values: Any, dtype: Any = None) -> np.ndarray:
+    """Return a C-contiguous, read-only ndarray view of ``values`` (numpy or CPU torch).
+
+    ``dtype`` reinterprets the bits (bfloat16 and float16 tiers are read as uint16).
+
+    >>> plain_array(torch.ones(2, 3)).flags.c_contiguous
+    True
+    """
+    array = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if dtype is not None and array.dtype != dtype:
+        array = array.view(dtype)
+    view = np.ascontiguousarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metaembed-score")
+
+
+def run_on_ranges(
+    score_range: Callable[[int, int], None], num_candidates: int, num_threads: int | None
+) -> None:
+    """Call ``score_range(start, stop)`` on contiguous candidate ranges, one per thread.
+
+    ``num_threads`` defaults to ``torch.get_num_threads()``; small collections use
+    fewer threads (at least ``MIN_CANDIDATES_PER_THREAD`` candidates each).
+    """
+    wanted = num_threads or torch.get_num_threads()
+    workers = max(1, min(wanted, num_candidates // MIN_CANDIDATES_PER_THREAD or 1))
+    if workers == 1:
+        score_range(0, num_candidates)
+        return
+    bounds = np.linspace(0, num_candidates, workers + 1).astype(np.int64)
+    futures = [
+        _pool(workers).submit(score_range, int(start), int(stop))
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    for future in futures:
+        future.result()

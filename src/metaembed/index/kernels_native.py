@@ -1,0 +1,111 @@
+"""Compiled C (AVX2, FMA, F16C) budgeted MaxSim over tiered storage: the fastest CPU backend.
+
+The kernel is ``_native.c`` next to this file, built by ``pip install`` as an
+optional extension (an install without a C compiler still succeeds) and called
+through :mod:`ctypes`, which releases the GIL, so candidate ranges run on
+threads (:func:`metaembed.index.kernel_threads.run_on_ranges`). It needs an
+x86-64 CPU with AVX2, FMA and F16C, checked at run time; elsewhere
+:func:`load_library` returns ``None`` and :mod:`metaembed.index.kernels` uses
+the numba or torch backend. Forms and blocking are described in the C file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from metaembed.index.kernel_threads import plain_array, run_on_ranges
+
+__all__ = ["load_library", "score_tiers_native"]
+
+logger = logging.getLogger(__name__)
+
+MAX_TIERS = 8
+_KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
+_STATUS = {
+    -1: "this build or CPU has no native kernel (x86-64 with AVX2, FMA and F16C needed)",
+    -2: "the native kernel ran out of memory for its buffers",
+    -3: "the native kernel rejected its arguments",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def load_library() -> ctypes.CDLL | None:
+    """Return the compiled kernel library, or ``None`` when not built or not supported here."""
+    spec = importlib.util.find_spec("metaembed.index._native")
+    if spec is None or not spec.origin:
+        logger.info("metaembed's native kernel is not built (no C compiler at install time)")
+        return None
+    library = ctypes.CDLL(spec.origin)
+    library.metaembed_native_supported.restype = ctypes.c_int
+    if not library.metaembed_native_supported():
+        logger.info("this CPU lacks AVX2/FMA/F16C; the native kernel is disabled")
+        return None
+    pointer, int64 = ctypes.c_void_p, ctypes.c_int64
+    library.metaembed_native_score.restype = ctypes.c_int
+    library.metaembed_native_score.argtypes = [
+        pointer, int64, int64, int64,  # queries, num_queries, r_q, dim
+        pointer, pointer, pointer, int64,  # tiers, scales, sizes, num_tiers
+        int64, ctypes.c_int, int64, int64,  # r_c, kind, start, stop
+        pointer, int64,  # scores, stride
+    ]  # fmt: skip
+    return library
+
+
+def score_tiers_native(
+    query_embeddings: torch.Tensor,
+    tiers: Sequence[Any],
+    scales: Sequence[Any] | None,
+    r_c: int,
+    dtype: str,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Native backend of :func:`metaembed.index.kernels.score_tiers` (same arguments).
+
+    ``num_threads`` defaults to ``torch.get_num_threads()``.
+    """
+    library = load_library()
+    if library is None:
+        raise RuntimeError(_STATUS[-1])
+    num_queries, r_q, dim = query_embeddings.shape
+    query_rows = query_embeddings.detach().to(torch.float32).reshape(-1, dim)  # (Nq*r_q, D)
+    queries = np.ascontiguousarray(query_rows.numpy())  # (M, D)
+    raw = np.uint16 if dtype in ("float16", "bfloat16") else None
+    used, used_scales, sizes, remaining = [], [], [], r_c
+    for index, tier in enumerate(tiers):
+        if remaining <= 0:
+            break
+        used.append(plain_array(tier, raw))  # (N, size, D)
+        used_scales.append(plain_array(scales[index], np.float32) if dtype == "int8" else None)
+        sizes.append(int(tier.shape[1]))
+        remaining -= sizes[-1]
+    if len(used) > MAX_TIERS:
+        raise ValueError(f"the native kernel reads at most {MAX_TIERS} tiers, got {len(used)}")
+    num_candidates = int(used[0].shape[0])
+    scores = np.empty((num_queries, num_candidates), dtype=np.float32)  # (Nq, N)
+    tier_pointers = (ctypes.c_void_p * len(used))(*(array.ctypes.data for array in used))
+    scale_pointers = (ctypes.c_void_p * len(used))(
+        *(None if array is None else array.ctypes.data for array in used_scales)
+    )
+    size_array = (ctypes.c_int64 * len(used))(*sizes)
+    kind = _KINDS[dtype]
+
+    def score_range(start: int, stop: int) -> None:
+        status = library.metaembed_native_score(
+            queries.ctypes.data, num_queries, r_q, dim,
+            tier_pointers, scale_pointers, size_array, len(used),
+            r_c, kind, start, stop,
+            scores.ctypes.data, num_candidates,
+        )  # fmt: skip
+        if status != 0:
+            raise RuntimeError(_STATUS.get(status, f"native kernel status {status}"))
+
+    run_on_ranges(score_range, num_candidates, num_threads)
+    return torch.from_numpy(scores)
