@@ -69,6 +69,7 @@ typedef struct {
     const char *base[ME_MAX_TIERS];
     const float *scales[ME_MAX_TIERS];
     int64_t sizes[ME_MAX_TIERS];
+    int64_t takes[ME_MAX_TIERS]; /* vectors read from each tier (the first r_c in all) */
     int64_t element_bytes;
     int64_t dim;
     int64_t *tier_of;  /* (r_c,) */
@@ -203,99 +204,221 @@ ME_INLINE void score_dims_along_lanes(const float *queries, int64_t num_queries,
  * Packed candidate rows, as in the packed operand of a GEMM: a tile of JB rows is stored as
  * (chunks of 8 dims, JB, 8), so the JB values of one dimension sit at constant offsets from
  * one pointer. Dims past `dim` are zero (the transposed queries are zero there too).
+ *
+ * A "unit" is what one pass of tiles scores: one candidate (r_c > 1, ceil(r_c / JB) tiles of
+ * its vectors) or JB consecutive candidates (r_c = 1, one tile of their first vectors). The
+ * next unit is packed while the current one is scored: each micro-kernel call packs one
+ * chunk of the next unit's tile per chunk it computes, so the stores and conversions run
+ * beside the FMAs instead of in a phase of their own (measured: packing in a separate phase
+ * cost a third of the time at one query, budget (8, 16)).
  */
-ME_INLINE void pack_row(const void *vector, float scale, int64_t dim, float *tile, int JB,
-                        int jj, const int kind) {
-    int64_t d = 0, chunk = 0;
-    __m256 scales = _mm256_set1_ps(scale);
-    for (; d + ME_LANES <= dim; d += ME_LANES, chunk++) {
-        __m256 values = load8(vector, d, kind);
-        if (kind == ME_KIND_I8) values = _mm256_mul_ps(values, scales);
-        _mm256_storeu_ps(tile + (chunk * JB + jj) * ME_LANES, values);
+typedef struct {
+    const void *rows[8];  /* stored rows of the tile */
+    float scales[8];      /* int8 scales, else 1 */
+    float *target;        /* packed tile, (chunks, JB, 8) */
+    const char *ahead[8]; /* the same rows one unit later, fetched into the cache, or NULL */
+} PackJob;
+
+ME_INLINE const void *tile_row(const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
+                               int64_t unit, int64_t t, int jj, float *scale, const int JB,
+                               const int kind) {
+    int64_t candidate = start + unit, vector = t * JB + jj;
+    if (r_c == 1) {
+        candidate = start + unit * JB + jj < stop ? start + unit * JB + jj : stop - 1;
+        vector = 0;
+    } else if (vector >= r_c) {
+        vector = r_c - 1;
     }
-    if (d < dim) {
-        float *target = tile + (chunk * JB + jj) * ME_LANES;
-        for (int k = 0; k < ME_LANES; k++)
-            target[k] = d + k < dim ? load1(vector, d + k, kind) * scale : 0.0f;
-    }
+    if (scale) *scale = kind == ME_KIND_I8 ? scale_at(layout, candidate, vector) : 1.0f;
+    return vector_at(layout, candidate, vector);
 }
 
 /*
- * out[b][jj] = <query vectors of block b (8 lanes), row jj of the packed tile> for b < QB,
- * jj < JB; block b of `transposed` is (chunks * 8, 8), blocks `block_stride` floats apart.
+ * Rows of tile t of unit `unit` (rows past the end repeat the last: a repeat cannot change a
+ * max), and the rows of the unit after it, to fetch ahead while this one is packed.
  */
-ME_INLINE void outer_tile(const float *transposed, int64_t block_stride, int64_t chunks,
-                          const float *tile, __m256 out[2][8], const int QB, const int JB) {
-    __m256 acc[2][8];
-    for (int b = 0; b < QB; b++)
-        for (int jj = 0; jj < JB; jj++) acc[b][jj] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < chunks; c++) {
-        const float *values = tile + c * JB * ME_LANES;
-        const float *query = transposed + c * ME_LANES * ME_LANES;
-        for (int k = 0; k < ME_LANES; k++) {
-            __m256 lanes[2];
-            for (int b = 0; b < QB; b++)
-                lanes[b] = _mm256_load_ps(query + b * block_stride + k * ME_LANES);
-            for (int jj = 0; jj < JB; jj++) {
-                __m256 value = _mm256_broadcast_ss(values + jj * ME_LANES + k);
-                for (int b = 0; b < QB; b++)
-                    acc[b][jj] = _mm256_fmadd_ps(lanes[b], value, acc[b][jj]);
-            }
-        }
+ME_INLINE void plan_tile(const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
+                         int64_t units, int64_t unit, int64_t t, float *target, PackJob *job,
+                         const int JB, const int kind) {
+    for (int jj = 0; jj < JB; jj++) {
+        job->rows[jj] = tile_row(layout, r_c, start, stop, unit, t, jj, &job->scales[jj], JB, kind);
+        job->ahead[jj] = unit + 1 < units
+                             ? tile_row(layout, r_c, start, stop, unit + 1, t, jj, NULL, JB, kind)
+                             : NULL;
     }
-    for (int b = 0; b < QB; b++)
-        for (int jj = 0; jj < JB; jj++) out[b][jj] = acc[b][jj];
+    job->target = target;
 }
 
-/* Score query tiles (QB blocks of 8 lanes) for one packed set of tiles; see score_group. */
-ME_INLINE void tiles_for_blocks(const float *transposed, int64_t block_stride, int64_t chunks,
-                                const float *packed, int64_t tiles, int64_t blocks, int64_t lanes,
-                                int per_candidate, float *sims, const int JB) {
-    __m256 out[2][8];
-    const int64_t tile_floats = chunks * JB * ME_LANES;
-    for (int64_t b = 0; b < blocks;) {
-        const float *query = transposed + b * block_stride;
-        if (blocks - b >= 2 && JB <= 6) {
-            if (per_candidate) { /* lane-wise max over the candidate's tiles */
-                __m256 top0 = _mm256_set1_ps(-INFINITY), top1 = top0;
-                for (int64_t t = 0; t < tiles; t++) {
-                    outer_tile(query, block_stride, chunks, packed + t * tile_floats, out, 2, JB);
-                    for (int jj = 0; jj < JB; jj++) {
-                        top0 = _mm256_max_ps(top0, out[0][jj]);
-                        top1 = _mm256_max_ps(top1, out[1][jj]);
-                    }
-                }
-                _mm256_storeu_ps(sims + b * ME_LANES, top0);
-                _mm256_storeu_ps(sims + (b + 1) * ME_LANES, top1);
-            } else { /* r_c = 1: one tile, JB candidates */
-                outer_tile(query, block_stride, chunks, packed, out, 2, JB);
-                for (int jj = 0; jj < JB; jj++) {
-                    _mm256_storeu_ps(sims + jj * lanes + b * ME_LANES, out[0][jj]);
-                    _mm256_storeu_ps(sims + jj * lanes + (b + 1) * ME_LANES, out[1][jj]);
-                }
-            }
-            b += 2;
-        } else {
-            if (per_candidate) {
-                __m256 top = _mm256_set1_ps(-INFINITY);
-                for (int64_t t = 0; t < tiles; t++) {
-                    outer_tile(query, block_stride, chunks, packed + t * tile_floats, out, 1, JB);
-                    for (int jj = 0; jj < JB; jj++) top = _mm256_max_ps(top, out[0][jj]);
-                }
-                _mm256_storeu_ps(sims + b * ME_LANES, top);
-            } else {
-                outer_tile(query, block_stride, chunks, packed, out, 1, JB);
-                for (int jj = 0; jj < JB; jj++)
-                    _mm256_storeu_ps(sims + jj * lanes + b * ME_LANES, out[0][jj]);
-            }
-            b += 1;
+/* Pack full chunk c (dims 8c .. 8c + 7) of the job's rows. */
+ME_INLINE void pack_chunk(const PackJob *__restrict job, float *__restrict target, int64_t c,
+                          const int JB, const int kind) {
+    const int element_bytes = kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
+    const int64_t chunks_per_line = 64 / (ME_LANES * element_bytes);
+    if (job->ahead[0] && c % chunks_per_line == 0)
+        for (int jj = 0; jj < JB; jj++)
+            _mm_prefetch(job->ahead[jj] + c * ME_LANES * element_bytes, _MM_HINT_T0);
+    for (int jj = 0; jj < JB; jj++) {
+        __m256 values = load8(job->rows[jj], c * ME_LANES, kind);
+        if (kind == ME_KIND_I8) values = _mm256_mul_ps(values, _mm256_set1_ps(job->scales[jj]));
+        _mm256_store_ps(target + (c * JB + jj) * ME_LANES, values);
+    }
+}
+
+/* Pack the dims after the last full chunk, zero beyond `dim`. */
+ME_INLINE void pack_tail(const PackJob *job, int64_t dim, const int JB, const int kind) {
+    const int64_t full = dim / ME_LANES;
+    if (full * ME_LANES == dim) return;
+    for (int jj = 0; jj < JB; jj++) {
+        float *target = job->target + (full * JB + jj) * ME_LANES;
+        for (int k = 0; k < ME_LANES; k++) {
+            int64_t d = full * ME_LANES + k;
+            target[k] = d < dim ? load1(job->rows[jj], d, kind) * job->scales[jj] : 0.0f;
         }
     }
 }
+
+ME_INLINE void pack_tile(const PackJob *job, int64_t dim, const int JB, const int kind) {
+    for (int64_t c = 0; c < dim / ME_LANES; c++) pack_chunk(job, job->target, c, JB, kind);
+    pack_tail(job, dim, JB, kind);
+}
+
+/*
+ * Micro-kernels: a QB x JB tile of 8-lane accumulators, each candidate value broadcast once
+ * per dimension, written with named accumulators (an array of them was kept in memory by the
+ * compiler). With `sims` NULL, top[b] = max(top[b], max_jj acc[b][jj]); otherwise acc[b][jj]
+ * is stored at sims + jj * lanes + b * 8 (r_c = 1: the JB rows are JB candidates). `job`, when
+ * not NULL, is the next unit's tile, packed alongside.
+ */
+#define ME_ZERO _mm256_setzero_ps()
+#define ME_FMA(acc, query, values, jj, k) \
+    acc = _mm256_fmadd_ps(query, _mm256_broadcast_ss((values) + (jj) * ME_LANES + (k)), acc)
+#define ME_MAX4(a, b, c, d) _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d))
+#define ME_PACK_ALONGSIDE(JB)                                             \
+    if (job && c < full) pack_chunk(job, target, c, JB, kind)
+#define ME_TILE_ARGS                                                                          \
+    const float *transposed, int64_t block_stride, int64_t dim, const float *tile, __m256 *top, \
+        float *sims, int64_t lanes, const PackJob *__restrict job
+
+ME_INLINE void tile_1x8(ME_TILE_ARGS, const int kind) {
+    const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES, full = dim / ME_LANES;
+    float *__restrict target = job ? job->target : NULL;
+    __m256 a0 = ME_ZERO, a1 = ME_ZERO, a2 = ME_ZERO, a3 = ME_ZERO;
+    __m256 a4 = ME_ZERO, a5 = ME_ZERO, a6 = ME_ZERO, a7 = ME_ZERO;
+    (void)block_stride;
+    for (int64_t c = 0; c < chunks; c++) {
+        const float *values = tile + c * 8 * ME_LANES;
+        const float *queries = transposed + c * ME_LANES * ME_LANES;
+        ME_PACK_ALONGSIDE(8);
+        for (int k = 0; k < ME_LANES; k++) {
+            __m256 q = _mm256_load_ps(queries + k * ME_LANES);
+            ME_FMA(a0, q, values, 0, k); ME_FMA(a1, q, values, 1, k);
+            ME_FMA(a2, q, values, 2, k); ME_FMA(a3, q, values, 3, k);
+            ME_FMA(a4, q, values, 4, k); ME_FMA(a5, q, values, 5, k);
+            ME_FMA(a6, q, values, 6, k); ME_FMA(a7, q, values, 7, k);
+        }
+    }
+    if (job) pack_tail(job, dim, 8, kind);
+    if (!sims) {
+        __m256 low = ME_MAX4(a0, a1, a2, a3), high = ME_MAX4(a4, a5, a6, a7);
+        top[0] = _mm256_max_ps(top[0], _mm256_max_ps(low, high));
+        return;
+    }
+    _mm256_storeu_ps(sims, a0);
+    _mm256_storeu_ps(sims + lanes, a1);
+    _mm256_storeu_ps(sims + 2 * lanes, a2);
+    _mm256_storeu_ps(sims + 3 * lanes, a3);
+    _mm256_storeu_ps(sims + 4 * lanes, a4);
+    _mm256_storeu_ps(sims + 5 * lanes, a5);
+    _mm256_storeu_ps(sims + 6 * lanes, a6);
+    _mm256_storeu_ps(sims + 7 * lanes, a7);
+}
+
+ME_INLINE void tile_1x4(ME_TILE_ARGS, const int kind) {
+    const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES, full = dim / ME_LANES;
+    float *__restrict target = job ? job->target : NULL;
+    __m256 a0 = ME_ZERO, a1 = ME_ZERO, a2 = ME_ZERO, a3 = ME_ZERO;
+    (void)block_stride;
+    for (int64_t c = 0; c < chunks; c++) {
+        const float *values = tile + c * 4 * ME_LANES;
+        const float *queries = transposed + c * ME_LANES * ME_LANES;
+        ME_PACK_ALONGSIDE(4);
+        for (int k = 0; k < ME_LANES; k++) {
+            __m256 q = _mm256_load_ps(queries + k * ME_LANES);
+            ME_FMA(a0, q, values, 0, k); ME_FMA(a1, q, values, 1, k);
+            ME_FMA(a2, q, values, 2, k); ME_FMA(a3, q, values, 3, k);
+        }
+    }
+    if (job) pack_tail(job, dim, 4, kind);
+    if (!sims) {
+        top[0] = _mm256_max_ps(top[0], ME_MAX4(a0, a1, a2, a3));
+        return;
+    }
+    _mm256_storeu_ps(sims, a0);
+    _mm256_storeu_ps(sims + lanes, a1);
+    _mm256_storeu_ps(sims + 2 * lanes, a2);
+    _mm256_storeu_ps(sims + 3 * lanes, a3);
+}
+
+ME_INLINE void tile_2x4(ME_TILE_ARGS, const int kind) {
+    const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES, full = dim / ME_LANES;
+    float *__restrict target = job ? job->target : NULL;
+    __m256 a0 = ME_ZERO, a1 = ME_ZERO, a2 = ME_ZERO, a3 = ME_ZERO; /* query block 0 */
+    __m256 b0 = ME_ZERO, b1 = ME_ZERO, b2 = ME_ZERO, b3 = ME_ZERO; /* query block 1 */
+    for (int64_t c = 0; c < chunks; c++) {
+        const float *values = tile + c * 4 * ME_LANES;
+        const float *queries = transposed + c * ME_LANES * ME_LANES;
+        ME_PACK_ALONGSIDE(4);
+        for (int k = 0; k < ME_LANES; k++) {
+            __m256 q = _mm256_load_ps(queries + k * ME_LANES);
+            __m256 r = _mm256_load_ps(queries + block_stride + k * ME_LANES);
+            __m256 v0 = _mm256_broadcast_ss(values + k);
+            __m256 v1 = _mm256_broadcast_ss(values + ME_LANES + k);
+            __m256 v2 = _mm256_broadcast_ss(values + 2 * ME_LANES + k);
+            __m256 v3 = _mm256_broadcast_ss(values + 3 * ME_LANES + k);
+            a0 = _mm256_fmadd_ps(q, v0, a0);
+            b0 = _mm256_fmadd_ps(r, v0, b0);
+            a1 = _mm256_fmadd_ps(q, v1, a1);
+            b1 = _mm256_fmadd_ps(r, v1, b1);
+            a2 = _mm256_fmadd_ps(q, v2, a2);
+            b2 = _mm256_fmadd_ps(r, v2, b2);
+            a3 = _mm256_fmadd_ps(q, v3, a3);
+            b3 = _mm256_fmadd_ps(r, v3, b3);
+        }
+    }
+    if (job) pack_tail(job, dim, 4, kind);
+    if (!sims) {
+        top[0] = _mm256_max_ps(top[0], ME_MAX4(a0, a1, a2, a3));
+        top[1] = _mm256_max_ps(top[1], ME_MAX4(b0, b1, b2, b3));
+        return;
+    }
+    _mm256_storeu_ps(sims, a0);
+    _mm256_storeu_ps(sims + ME_LANES, b0);
+    _mm256_storeu_ps(sims + lanes, a1);
+    _mm256_storeu_ps(sims + lanes + ME_LANES, b1);
+    _mm256_storeu_ps(sims + 2 * lanes, a2);
+    _mm256_storeu_ps(sims + 2 * lanes + ME_LANES, b2);
+    _mm256_storeu_ps(sims + 3 * lanes, a3);
+    _mm256_storeu_ps(sims + 3 * lanes + ME_LANES, b3);
+}
+
+/* One compiled copy per (shape, storage kind): the hot loop gets every register to itself. */
+#define ME_TILE_COPY(SHAPE, K)                                                             \
+    __attribute__((noinline)) ME_TARGET static void SHAPE##_k##K(ME_TILE_ARGS) {           \
+        SHAPE(transposed, block_stride, dim, tile, top, sims, lanes, job, K);              \
+    }
+#define ME_TILE_COPIES(SHAPE) \
+    ME_TILE_COPY(SHAPE, 0) ME_TILE_COPY(SHAPE, 1) ME_TILE_COPY(SHAPE, 2) ME_TILE_COPY(SHAPE, 3)
+ME_TILE_COPIES(tile_1x8)
+ME_TILE_COPIES(tile_1x4)
+ME_TILE_COPIES(tile_2x4)
+
+#define ME_PICK(SHAPE)                                                       \
+    (kind == 0 ? SHAPE##_k0 : kind == 1 ? SHAPE##_k1 : kind == 2 ? SHAPE##_k2 : SHAPE##_k3)
 
 /*
  * Scores of queries [first_query, first_query + group_queries) for candidates [start, stop).
- * JB = 8 with a single 8-lane block of query vectors (8 accumulators), else 6 (2 x 6).
+ * JB = 8 with a single 8-lane block of query vectors (1 x 8 tiles), else 4 (2 x 4 tiles for
+ * pairs of blocks, 1 x 4 for an odd last block). packed: two units' worth of packed tiles.
  */
 ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t group_queries,
                            int64_t r_q, const Layout *layout, int64_t r_c, int64_t start,
@@ -308,6 +431,8 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
     const int64_t blocks = (vectors + ME_LANES - 1) / ME_LANES;
     const int64_t lanes = blocks * ME_LANES;
     const int64_t tile_floats = chunks * JB * ME_LANES;
+    const int64_t units = r_c == 1 ? (stop - start + JB - 1) / JB : stop - start;
+    const int64_t tiles = r_c == 1 ? 1 : (r_c + JB - 1) / JB;
     const float *group = queries + first_query * r_q * dim;
     for (int64_t b = 0; b < blocks; b++) /* (blocks, chunks * 8, 8), zero-padded */
         for (int64_t d = 0; d < chunks * ME_LANES; d++)
@@ -316,39 +441,58 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
                 transposed[b * block_stride + d * ME_LANES + lane] =
                     m < vectors && d < dim ? group[m * dim + d] : 0.0f;
             }
-    if (r_c == 1) { /* one tile = the first vectors of JB consecutive candidates */
-        for (int64_t n = start; n < stop; n += JB) {
-            for (int jj = 0; jj < JB; jj++) {
-                int64_t candidate = n + jj < stop ? n + jj : stop - 1;
-                float scale = kind == ME_KIND_I8 ? scale_at(layout, candidate, 0) : 1.0f;
-                pack_row(vector_at(layout, candidate, 0), scale, dim, packed, JB, jj, kind);
+    float *current = packed, *next = packed + tiles * tile_floats;
+    PackJob job;
+    for (int64_t t = 0; t < tiles; t++) {
+        plan_tile(layout, r_c, start, stop, units, 0, t, current + t * tile_floats, &job, JB,
+                  kind);
+        pack_tile(&job, dim, JB, kind);
+    }
+    for (int64_t unit = 0; unit < units; unit++) {
+        for (int64_t b = 0; b < blocks;) {
+            const int pair = JB == 4 && blocks - b >= 2;
+            __m256 top[2] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
+            for (int64_t t = 0; t < tiles; t++) {
+                const PackJob *alongside = NULL;
+                if (b == 0 && unit + 1 < units) {
+                    plan_tile(layout, r_c, start, stop, units, unit + 1, t,
+                              next + t * tile_floats, &job, JB, kind);
+                    alongside = &job;
+                }
+                float *out = r_c == 1 ? sims + b * ME_LANES : NULL;
+                const float *query = transposed + b * block_stride;
+                const float *tile = current + t * tile_floats;
+                if (pair)
+                    ME_PICK(tile_2x4)(query, block_stride, dim, tile, top, out, lanes, alongside);
+                else if (JB == 8)
+                    ME_PICK(tile_1x8)(query, block_stride, dim, tile, top, out, lanes, alongside);
+                else
+                    ME_PICK(tile_1x4)(query, block_stride, dim, tile, top, out, lanes, alongside);
             }
-            tiles_for_blocks(transposed, block_stride, chunks, packed, 1, blocks, lanes, 0, sims,
-                             JB);
-            for (int jj = 0; jj < JB && n + jj < stop; jj++)
+            if (r_c > 1) {
+                _mm256_storeu_ps(sims + b * ME_LANES, top[0]);
+                if (pair) _mm256_storeu_ps(sims + (b + 1) * ME_LANES, top[1]);
+            }
+            b += pair ? 2 : 1;
+        }
+        if (r_c == 1) {
+            const int64_t first = start + unit * JB;
+            for (int jj = 0; jj < JB && first + jj < stop; jj++)
                 for (int64_t q = 0; q < group_queries; q++) {
                     float total = 0.0f;
                     for (int64_t i = 0; i < r_q; i++) total += sims[jj * lanes + q * r_q + i];
-                    scores[(first_query + q) * stride + n + jj] = total;
+                    scores[(first_query + q) * stride + first + jj] = total;
                 }
+        } else {
+            for (int64_t q = 0; q < group_queries; q++) {
+                float total = 0.0f;
+                for (int64_t i = 0; i < r_q; i++) total += sims[q * r_q + i];
+                scores[(first_query + q) * stride + start + unit] = total;
+            }
         }
-        return;
-    }
-    const int64_t tiles = (r_c + JB - 1) / JB;
-    for (int64_t n = start; n < stop; n++) {
-        for (int64_t j = 0; j < tiles * JB; j++) {
-            int64_t vector = j < r_c ? j : r_c - 1; /* a repeated row cannot change a max */
-            float scale = kind == ME_KIND_I8 ? scale_at(layout, n, vector) : 1.0f;
-            pack_row(vector_at(layout, n, vector), scale, dim, packed + (j / JB) * tile_floats,
-                     JB, (int)(j % JB), kind);
-        }
-        tiles_for_blocks(transposed, block_stride, chunks, packed, tiles, blocks, lanes, 1, sims,
-                         JB);
-        for (int64_t q = 0; q < group_queries; q++) {
-            float total = 0.0f;
-            for (int64_t i = 0; i < r_q; i++) total += sims[q * r_q + i];
-            scores[(first_query + q) * stride + n] = total;
-        }
+        float *swap = current;
+        current = next;
+        next = swap;
     }
 }
 
@@ -386,7 +530,7 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
     int64_t max_lanes = (per_group * r_q + ME_LANES - 1) / ME_LANES * ME_LANES;
     const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES;
     const int JB = max_lanes == ME_LANES ? 8 : 4;
-    int64_t packed_rows = (r_c + JB - 1) / JB * JB;
+    int64_t packed_rows = 2 * (r_c == 1 ? JB : (r_c + JB - 1) / JB * JB); /* two units */
     float *transposed = aligned_alloc(32, (size_t)(max_lanes * chunks * ME_LANES * 4));
     float *buffer = aligned_alloc(32, (size_t)(packed_rows * chunks * ME_LANES * 4));
     float *sims = aligned_alloc(32, (size_t)(8 * max_lanes * 4));
@@ -460,6 +604,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
         }
         layout.tier_of[j] = t;
         layout.index_of[j] = index;
+        layout.takes[t] = index + 1;
     }
     int status = start < stop ? score_avx2(queries, num_queries, r_q, &layout, r_c, kind, start,
                                            stop, scores, stride)
