@@ -1,8 +1,9 @@
 """Exhaustive budgeted search speed versus the machine's roofline, measured in the same run.
 
 For every dimension, storage dtype and paper budget, times ``score_tiers`` (the
-kernel behind ``MultiVectorIndex.search``) on tiered storage held in memory, one
-query at a time and, where the budget is memory-bound, in batches; optionally
+kernel behind ``MultiVectorIndex.search``) with every compiled backend available
+(native C and numba, side by side) on tiered storage held in memory, one query
+at a time and in batches; optionally
 also the pure-torch backend and the end-to-end ``MultiVectorIndex.search`` on a
 memory-mapped index. The roofline is measured in the same run: the fp32 GEMM
 peak (a large torch matmul) and the DRAM read bandwidth (a sum over an array far
@@ -31,7 +32,6 @@ import torch
 from metaembed.budget import PAPER_GROUPS, Budget
 from metaembed.index.codecs import STORAGE_DTYPES, bytes_per_vector, encode
 from metaembed.index.kernels import available_backends, score_tiers
-from metaembed.index.kernels_numba import score_tiers_numba
 from metaembed.index.multivector import MultiVectorIndex
 from metaembed.index.storage import tier_bounds
 
@@ -136,16 +136,21 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
     for budget in args.budgets:
         view, scales, count = budget_view(tiers, all_scales, budget.r_c)
 
-        def search(batch: int):
-            return score_tiers_numba(queries[:batch, : budget.r_q], view, scales, budget.r_c, dtype)
+        for backend in args.backends:
 
-        single = best_time(lambda: search(1), args.repeats)
-        rows.append(row(roof, "numba", dim, dtype, budget, count, 1, single))
-        print_row(rows[-1])
-        if args.batch > 1:
-            batched = best_time(lambda: search(args.batch), args.repeats)
-            rows.append(row(roof, "numba", dim, dtype, budget, count, args.batch, batched))
+            def search(batch: int):
+                return score_tiers(
+                    queries[:batch, : budget.r_q], view, budget.r_c, dtype, scales,
+                    backend=backend,
+                )  # fmt: skip
+
+            single = best_time(lambda: search(1), args.repeats)
+            rows.append(row(roof, backend, dim, dtype, budget, count, 1, single))
             print_row(rows[-1])
+            if args.batch > 1:
+                batched = best_time(lambda: search(args.batch), args.repeats)
+                rows.append(row(roof, backend, dim, dtype, budget, count, args.batch, batched))
+                print_row(rows[-1])
         if args.torch and dtype in ("float32", "float16") and budget.r_c <= 8:
             slow = best_time(
                 lambda: score_tiers(
@@ -234,6 +239,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=[name for name in available_backends() if name != "torch"],
+        help="compiled backends to time side by side (default: all available here)",
+    )
     parser.add_argument("--torch", action="store_true", help="also time the pure-torch backend")
     parser.add_argument(
         "--end-to-end", action="store_true", help="also time MultiVectorIndex.search"

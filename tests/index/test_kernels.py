@@ -79,6 +79,23 @@ def test_compiled_odd_dims_and_query_groups_match_reference(rng, backend, dtype,
             torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_compiled_query_batches_match_reference(rng, backend, dtype):
+    """Batches whose lanes are whole queries (r_q = 1: transposed write-out) and mixed sizes."""
+    candidates = normalized(rng, 301, 16, 24)
+    queries = torch.from_numpy(normalized(rng, 19, 16, 24))
+    raw_tiers, scales, decoded = tiered(candidates, dtype)
+    for r_q, r_c in [(1, 1), (1, 4), (2, 4), (1, 16), (3, 1)]:
+        for threads in (1, 3):
+            got = score_tiers(
+                queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
+                num_threads=threads,
+            )  # fmt: skip
+            expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
 def test_auto_picks_the_fastest_available_backend(rng):
     candidates = normalized(rng, 9, 4, 8)
     queries = torch.from_numpy(normalized(rng, 2, 2, 8))

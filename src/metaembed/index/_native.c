@@ -37,6 +37,7 @@
 #define ME_KIND_BF16 2
 #define ME_KIND_I8 3
 #define ME_LANES 8
+#define ME_STAGE 64 /* candidates whose scores are staged before being written out */
 #define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -416,6 +417,36 @@ ME_TILE_COPIES(tile_2x4)
     (kind == 0 ? SHAPE##_k0 : kind == 1 ? SHAPE##_k1 : kind == 2 ? SHAPE##_k2 : SHAPE##_k3)
 
 /*
+ * scores[q][c] = staged[c * lanes + first_lane + q] for 8 queries and `count` candidates:
+ * 8 x 8 blocks transposed in registers, then stored as whole rows of candidates.
+ */
+ME_INLINE void write_transposed(const float *staged, int64_t lanes, int64_t first_lane,
+                                int64_t count, float *scores, int64_t stride) {
+    int64_t c = 0;
+    for (; c + ME_LANES <= count; c += ME_LANES) {
+        __m256 r[8], t[8], u[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(staged + (c + i) * lanes + first_lane);
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 4; i++) {
+            _mm256_storeu_ps(scores + i * stride + c, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+            _mm256_storeu_ps(scores + (i + 4) * stride + c,
+                             _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+        }
+    }
+    for (; c < count; c++)
+        for (int q = 0; q < ME_LANES; q++) scores[q * stride + c] = staged[c * lanes + first_lane + q];
+}
+
+/*
  * Scores of queries [first_query, first_query + group_queries) for candidates [start, stop).
  * JB = 8 with a single 8-lane block of query vectors (1 x 8 tiles), else 4 (2 x 4 tiles for
  * pairs of blocks, 1 x 4 for an odd last block). packed: two units' worth of packed tiles.
@@ -423,7 +454,7 @@ ME_TILE_COPIES(tile_2x4)
 ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t group_queries,
                            int64_t r_q, const Layout *layout, int64_t r_c, int64_t start,
                            int64_t stop, float *scores, int64_t stride, float *transposed,
-                           float *packed, float *sims, const int JB, const int kind) {
+                           float *packed, float *staged, const int JB, const int kind) {
     const int64_t dim = layout->dim;
     const int64_t chunks = (dim + ME_LANES - 1) / ME_LANES;
     const int64_t block_stride = chunks * ME_LANES * ME_LANES;
@@ -442,6 +473,7 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
                     m < vectors && d < dim ? group[m * dim + d] : 0.0f;
             }
     float *current = packed, *next = packed + tiles * tile_floats;
+    int64_t staged_first = start; /* first candidate held in `staged` */
     PackJob job;
     for (int64_t t = 0; t < tiles; t++) {
         plan_tile(layout, r_c, start, stop, units, 0, t, current + t * tile_floats, &job, JB,
@@ -449,6 +481,12 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
         pack_tile(&job, dim, JB, kind);
     }
     for (int64_t unit = 0; unit < units; unit++) {
+        /* per-lane values (max over candidate vectors, or the dot with the first vector) go to
+           a staging block (candidates, lanes) and are summed over r_q and written out row by
+           row every ME_STAGE candidates: reading lanes back right after the vector stores that
+           wrote them stalled on store forwarding and cost as much as the FMAs at (1, 1) */
+        float *lane_values =
+            staged + ((r_c == 1 ? start + unit * JB : start + unit) - staged_first) * lanes;
         for (int64_t b = 0; b < blocks;) {
             const int pair = JB == 4 && blocks - b >= 2;
             __m256 top[2] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
@@ -459,7 +497,7 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
                               next + t * tile_floats, &job, JB, kind);
                     alongside = &job;
                 }
-                float *out = r_c == 1 ? sims + b * ME_LANES : NULL;
+                float *out = r_c == 1 ? lane_values + b * ME_LANES : NULL;
                 const float *query = transposed + b * block_stride;
                 const float *tile = current + t * tile_floats;
                 if (pair)
@@ -470,25 +508,28 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
                     ME_PICK(tile_1x4)(query, block_stride, dim, tile, top, out, lanes, alongside);
             }
             if (r_c > 1) {
-                _mm256_storeu_ps(sims + b * ME_LANES, top[0]);
-                if (pair) _mm256_storeu_ps(sims + (b + 1) * ME_LANES, top[1]);
+                _mm256_storeu_ps(lane_values + b * ME_LANES, top[0]);
+                if (pair) _mm256_storeu_ps(lane_values + (b + 1) * ME_LANES, top[1]);
             }
             b += pair ? 2 : 1;
         }
-        if (r_c == 1) {
-            const int64_t first = start + unit * JB;
-            for (int jj = 0; jj < JB && first + jj < stop; jj++)
-                for (int64_t q = 0; q < group_queries; q++) {
+        const int64_t done = r_c == 1 ? start + (unit + 1) * JB : start + unit + 1;
+        if (done - staged_first >= ME_STAGE || unit + 1 == units) {
+            const int64_t count = (done < stop ? done : stop) - staged_first;
+            int64_t q = 0;
+            if (r_q == 1) /* lanes are queries: 8 x 8 transposes, then whole-vector stores */
+                for (; q + ME_LANES <= group_queries; q += ME_LANES)
+                    write_transposed(staged, lanes, q, count,
+                                     scores + (first_query + q) * stride + staged_first, stride);
+            for (; q < group_queries; q++) {
+                float *row = scores + (first_query + q) * stride + staged_first;
+                for (int64_t c = 0; c < count; c++) {
                     float total = 0.0f;
-                    for (int64_t i = 0; i < r_q; i++) total += sims[jj * lanes + q * r_q + i];
-                    scores[(first_query + q) * stride + first + jj] = total;
+                    for (int64_t i = 0; i < r_q; i++) total += staged[c * lanes + q * r_q + i];
+                    row[c] = total;
                 }
-        } else {
-            for (int64_t q = 0; q < group_queries; q++) {
-                float total = 0.0f;
-                for (int64_t i = 0; i < r_q; i++) total += sims[q * r_q + i];
-                scores[(first_query + q) * stride + start + unit] = total;
             }
+            staged_first += count;
         }
         float *swap = current;
         current = next;
@@ -533,11 +574,11 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
     int64_t packed_rows = 2 * (r_c == 1 ? JB : (r_c + JB - 1) / JB * JB); /* two units */
     float *transposed = aligned_alloc(32, (size_t)(max_lanes * chunks * ME_LANES * 4));
     float *buffer = aligned_alloc(32, (size_t)(packed_rows * chunks * ME_LANES * 4));
-    float *sims = aligned_alloc(32, (size_t)(8 * max_lanes * 4));
-    if (!transposed || !buffer || !sims) {
+    float *staged = aligned_alloc(32, (size_t)((ME_STAGE + 8) * max_lanes * 4));
+    if (!transposed || !buffer || !staged) {
         free(transposed);
         free(buffer);
-        free(sims);
+        free(staged);
         return -2;
     }
     for (int64_t first = 0; first < num_queries; first += per_group) {
@@ -545,15 +586,15 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
 #define ME_GROUP(K)                                                                           \
     if (JB == 8)                                                                              \
         score_group(queries, first, count, r_q, layout, r_c, start, stop, scores, stride,     \
-                    transposed, buffer, sims, 8, K);                                          \
+                    transposed, buffer, staged, 8, K);                                          \
     else                                                                                      \
         score_group(queries, first, count, r_q, layout, r_c, start, stop, scores, stride,     \
-                    transposed, buffer, sims, 4, K);
+                    transposed, buffer, staged, 4, K);
         ME_DISPATCH_KIND(ME_GROUP)
     }
     free(transposed);
     free(buffer);
-    free(sims);
+    free(staged);
     return 0;
 }
 
