@@ -73,9 +73,7 @@ def test_compiled_odd_dims_and_query_groups_match_reference(rng, backend, dtype,
             got = score_tiers(
                 queries[:num_queries, :r_q], raw_tiers, r_c, dtype, scales, backend=backend
             )
-            expected = maxsim(
-                queries[:num_queries], torch.from_numpy(decoded), budget=(r_q, r_c)
-            )
+            expected = maxsim(queries[:num_queries], torch.from_numpy(decoded), budget=(r_q, r_c))
             torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-5)
 
 
