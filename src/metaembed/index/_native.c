@@ -37,6 +37,9 @@
 #define ME_KIND_BF16 2
 #define ME_KIND_I8 3
 #define ME_LANES 8
+#ifndef ME_DIMS_ALONG_LANES_MAX
+#define ME_DIMS_ALONG_LANES_MAX 4 /* query vectors up to which the dims-along-lanes form runs */
+#endif
 #define ME_STAGE 64 /* candidates whose scores are staged before being written out */
 #define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
 
@@ -550,7 +553,7 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
                                 int64_t stop, float *scores, int64_t stride) {
     const int64_t dim = layout->dim;
     const int64_t vectors = num_queries * r_q;
-    if (vectors <= 4) {
+    if (vectors <= ME_DIMS_ALONG_LANES_MAX) {
 #define ME_LANES_DIMS(MB, JB, K) \
     score_dims_along_lanes(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, \
                            MB, JB, K)
