@@ -329,7 +329,9 @@ def main() -> None:
     parser.add_argument("--qdrant-candidates", type=int, default=2000)
     parser.add_argument("--qdrant-edge-candidates", type=int, default=20_000)
     parser.add_argument("--index-dtypes", nargs="+", default=["float16", "float32"])
-    parser.add_argument("--index-backends", nargs="+", default=["auto"], help="auto, native, numba, torch")
+    parser.add_argument(
+        "--index-backends", nargs="+", default=["auto"], help="auto, native, numba, torch"
+    )
     parser.add_argument("--colpali-batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--workdir", default=None, help="folder for the temporary metaembed index")
     parser.add_argument("--output", default=str(RESULTS / "peers.json"))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["plain_array", "run_on_ranges"]
+__all__ = ["plain_array", "query_matrix", "run_on_ranges"]
 
 MIN_CANDIDATES_PER_THREAD = 64
 
@@ -36,6 +36,17 @@ def plain_array(values: Any, dtype: Any = None) -> np.ndarray:
     view = np.ascontiguousarray(array).view()
     view.flags.writeable = False
     return view
+
+
+def query_matrix(query_embeddings: torch.Tensor) -> np.ndarray:
+    """Return the query vectors ``(num_queries, r_q, dim)`` as one float32 ``(M, dim)`` matrix.
+
+    >>> query_matrix(torch.ones(2, 3, 4, dtype=torch.float16)).shape
+    (6, 4)
+    """
+    dim = query_embeddings.shape[-1]
+    rows = query_embeddings.detach().to(torch.float32).reshape(-1, dim)  # (Nq*r_q, D)
+    return np.ascontiguousarray(rows.cpu().numpy())  # (M, D)
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metaembed.index.kernel_threads import plain_array, run_on_ranges
+from metaembed.index.kernel_threads import plain_array, query_matrix, run_on_ranges
 
 __all__ = ["load_library", "score_tiers_native"]
 
@@ -75,8 +75,7 @@ def score_tiers_native(
     if library is None:
         raise RuntimeError(_STATUS[-1])
     num_queries, r_q, dim = query_embeddings.shape
-    query_rows = query_embeddings.detach().to(torch.float32).reshape(-1, dim)  # (Nq*r_q, D)
-    queries = np.ascontiguousarray(query_rows.numpy())  # (M, D)
+    queries = query_matrix(query_embeddings)  # (M, D)
     raw = np.uint16 if dtype in ("float16", "bfloat16") else None
     used, used_scales, sizes, remaining = [], [], [], r_c
     for index, tier in enumerate(tiers):

@@ -38,7 +38,7 @@ import numba
 import numpy as np
 import torch
 
-from metaembed.index.kernel_threads import plain_array, run_on_ranges
+from metaembed.index.kernel_threads import plain_array, query_matrix, run_on_ranges
 
 __all__ = ["score_tiers_numba"]
 
@@ -249,8 +249,7 @@ def score_tiers_numba(
     into that many contiguous ranges scored by threads that release the GIL.
     """
     num_queries, r_q, dim = query_embeddings.shape
-    query_rows = query_embeddings.detach().to(torch.float32).reshape(-1, dim)  # (Nq*r_q, D)
-    queries = np.ascontiguousarray(query_rows.numpy())  # (M, D)
+    queries = query_matrix(query_embeddings)  # (M, D)
     used, used_scales, takes = _padded_tiers(tiers, scales, r_c, dtype, dim)
     num_candidates = used[0].shape[0]
     scores = np.empty((num_queries, num_candidates), dtype=np.float32)  # (Nq, N)
