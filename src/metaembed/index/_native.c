@@ -162,23 +162,33 @@ ME_INLINE void score_dims_along_lanes(const float *queries, int64_t num_queries,
     const int64_t dim = layout->dim;
     const void *vectors[4];
     float dots[16], best[4];
-    if (r_c == 1) { /* a tile holds the first vectors of JB consecutive candidates */
-        for (int64_t n = start; n < stop; n += JB) {
-            for (int jj = 0; jj < JB; jj++)
-                vectors[jj] = vector_at(layout, n + jj < stop ? n + jj : stop - 1, 0);
+    if (r_c == 1) {
+        /* a tile holds the first vectors of JB candidates, one from each of JB equal
+           sub-ranges: JB concurrent streams per thread read faster than one (measured with a
+           plain float16 sum on this machine: 26 GB/s with one stream, 31 with four) */
+        const int64_t sub = (stop - start) / JB;
+        for (int64_t i = 0; i < stop - start; i += (i < sub * JB ? JB : 1)) {
+            int64_t candidate[4];
+            const int spread = i < sub * JB;
+            for (int jj = 0; jj < JB; jj++) {
+                int64_t n = spread ? start + jj * sub + i / JB : start + i;
+                candidate[jj] = n;
+                vectors[jj] = vector_at(layout, n, 0);
+            }
             dot_tile(queries, dim, vectors, dots, MB, JB, kind);
-            for (int jj = 0; jj < JB && n + jj < stop; jj++) {
-                float scale = kind == ME_KIND_I8 ? scale_at(layout, n + jj, 0) : 1.0f;
+            for (int jj = 0; jj < (spread ? JB : 1); jj++) {
+                const int64_t n = candidate[jj];
+                float scale = kind == ME_KIND_I8 ? scale_at(layout, n, 0) : 1.0f;
                 for (int64_t q = 0; q < num_queries; q++) {
                     float total = 0.0f;
-                    for (int64_t i = 0; i < r_q; i++) total += dots[(q * r_q + i) * JB + jj];
-                    scores[q * stride + n + jj] = total * scale;
+                    for (int64_t i2 = 0; i2 < r_q; i2++) total += dots[(q * r_q + i2) * JB + jj];
+                    scores[q * stride + n] = total * scale;
                 }
             }
         }
         return;
     }
-    for (int64_t n = start; n < stop; n++) {
+    for (int64_t n = start; n < stop; n++) { /* (interleaving sub-ranges here was slower) */
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;
         for (int64_t j = 0; j < r_c; j += JB) {
             float scale[4];
