@@ -98,6 +98,7 @@ def test_auto_picks_the_fastest_available_backend(rng):
     candidates = normalized(rng, 9, 4, 8)
     queries = torch.from_numpy(normalized(rng, 2, 2, 8))
     assert available_backends()[-1] == "torch"
+    assert kernels.default_backend() == available_backends()[0]
     auto = score_tiers(queries, [candidates], 4)
     chosen = score_tiers(queries, [candidates], 4, backend=available_backends()[0])
     assert torch.equal(auto, chosen)
@@ -142,3 +143,15 @@ def test_bad_arguments_are_rejected(rng, monkeypatch):
             score_tiers(queries, [candidates], 2, backend="native")
     with pytest.raises(ValueError, match=r"\(num_candidates, size, 6\)"):
         score_tiers(queries, [candidates[:, :, :5]], 2)
+
+
+def test_native_library_missing_or_unsupported_means_no_native_backend(monkeypatch):
+    """No compiled extension (no compiler at install time): load_library says so, no error."""
+    from metaembed.index import kernels_native
+
+    kernels_native.load_library.cache_clear()
+    monkeypatch.setattr(kernels_native.importlib.util, "find_spec", lambda name: None)
+    try:
+        assert kernels_native.load_library() is None
+    finally:
+        kernels_native.load_library.cache_clear()

@@ -57,7 +57,7 @@ class DemoSettings:
     work_dir: str = "runs/demo"
     batch_size: int = 16
     index_dtype: str = "float16"
-    index_backend: str = "torch"
+    index_backend: str = "auto"  # the fastest kernel here (native C, else numba, else torch)
     k: int = 10
     num_examples: int = 4
     show_progress: bool = True
@@ -136,7 +136,7 @@ def build_indexes(
     folder: Path,
     groups: Sequence[Budget],
     dtype: str,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """One :class:`MultiVectorIndex` per collection under ``folder`` (recreated), ids ``0..N-1``."""
     from metaembed.index.multivector import MultiVectorIndex
@@ -180,10 +180,11 @@ def search_tasks(
         task_budget = Budget(
             min(budget.r_q, queries[name].shape[1]), min(budget.r_c, index.num_vectors)
         )
+        task_queries = queries[name][:, : task_budget.r_q]  # (Nq, r_q, D)
+        if name == "t2i-title":  # one untimed call first: first-use costs are not latency
+            index.search(task_queries[:1], k=min(k, len(index)), budget=task_budget)
         start = time.perf_counter()
-        result = index.search(
-            queries[name][:, : task_budget.r_q], k=min(k, len(index)), budget=task_budget
-        )
+        result = index.search(task_queries, k=min(k, len(index)), budget=task_budget)
         elapsed = time.perf_counter() - start
         if name == "t2i-title":
             milliseconds = 1000.0 * elapsed / len(task.queries)
@@ -233,7 +234,7 @@ def baseline_rows(
     k: int,
     dtype: str,
     show_progress: bool,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> list[dict[str, Any]]:
     """Run the single-vector baseline (:mod:`.baselines`) on the same tasks and index code."""
     from metaembed.demo.baselines import MiniLMEncoder, load_linear_map, map_images
