@@ -211,13 +211,15 @@ def test_numpy_inputs_and_default_budget(tmp_path, corpus):
     np.testing.assert_array_equal(result.ids, torch.topk(reference, 3).indices.numpy())
 
 
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("dtype", STORAGE_DTYPES)
-def test_device_resident_tiers_match_mapped_search(tmp_path, corpus, dtype):
-    """``device=`` keeps tiers as torch tensors (the CUDA path; here CPU): same results."""
+def test_device_resident_tiers_match_mapped_search(tmp_path, corpus, dtype, backend):
+    """``device=`` keeps tiers as torch tensors (in RAM on CPU, scored by ``backend``; the
+    CUDA path runs the torch backend on the same tensors): same results as memory-mapped."""
     candidates, queries = corpus
     build(tmp_path, candidates, dtype).close()
     mapped = MultiVectorIndex.open(tmp_path / f"idx-{dtype}")
-    resident = MultiVectorIndex.open(tmp_path / f"idx-{dtype}", device="cpu")
+    resident = MultiVectorIndex.open(tmp_path / f"idx-{dtype}", device="cpu", backend=backend)
     for budget in ["1x1", "4x8", "16x64", "3x5"]:
         expected, got = (
             mapped.search(queries, k=6, budget=budget),

@@ -154,8 +154,10 @@ class MultiVectorIndex(MultiVectorIndexBase):
 
         ``verify=True`` checks every file's CRC-32 (reads the whole index once);
         ``False`` checks sizes only. Damage raises ``CorruptIndexError`` (a ``ValueError``).
-        ``device="cuda"`` keeps the stored tiers resident on that torch device
-        (loaded per segment at first search) and scores there with the torch backend.
+        ``device=`` keeps the stored tiers resident on that torch device (loaded per
+        segment at first search): ``"cpu"`` holds them in RAM instead of memory-mapping
+        them (no page faults, and nothing for the OS to evict under memory pressure) and
+        scores with ``backend``; ``"cuda"`` scores on the GPU with the torch backend.
         """
         return cls(Path(path), verify, backend, auto_refresh, device)
 
@@ -381,7 +383,8 @@ class MultiVectorIndex(MultiVectorIndexBase):
             all_tiers, all_scales = self._resident[segment.info.segment_id]
         tiers = [tier[start:stop] for tier in all_tiers[:count]]
         scales = None if all_scales is None else [s[start:stop] for s in all_scales[:count]]
-        backend = "torch" if self.device is not None else self.backend
+        on_accelerator = self.device is not None and self.device.type != "cpu"
+        backend = "torch" if on_accelerator else self.backend
         scores = score_tiers(queries, tiers, r_c, self.dtype, scales, backend=backend)
         return scores.cpu()
 
