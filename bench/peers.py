@@ -86,6 +86,11 @@ def build_metaembed_indexes(args, candidates: torch.Tensor, workdir: Path) -> di
         for backend in args.index_backends:
             opened = MultiVectorIndex.open(workdir / dtype, verify=False, backend=backend)
             indexes[f"metaembed.index[{dtype},{backend}]"] = opened
+            if args.index_in_ram:  # tiers loaded into RAM (device="cpu") instead of mapped
+                in_ram = MultiVectorIndex.open(
+                    workdir / dtype, verify=False, backend=backend, device="cpu"
+                )
+                indexes[f"metaembed.index[{dtype},{backend},ram]"] = in_ram
     return indexes
 
 
@@ -331,6 +336,11 @@ def main() -> None:
     parser.add_argument("--index-dtypes", nargs="+", default=["float16", "float32"])
     parser.add_argument(
         "--index-backends", nargs="+", default=["auto"], help="auto, native, numba, torch"
+    )
+    parser.add_argument(
+        "--index-in-ram",
+        action="store_true",
+        help="also time each index opened with device='cpu' (tiers in RAM, not memory-mapped)",
     )
     parser.add_argument("--colpali-batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--workdir", default=None, help="folder for the temporary metaembed index")
