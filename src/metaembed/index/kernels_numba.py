@@ -1,4 +1,4 @@
-"""Compiled (numba) budgeted MaxSim over tiered storage: the fast CPU backend.
+"""Compiled (numba) budgeted MaxSim over tiered storage: the CPU backend without the C kernel.
 
 Importing this module imports numba (optional extra ``metaembed[index]``);
 :mod:`metaembed.index.kernels` imports it lazily and falls back to pure torch
