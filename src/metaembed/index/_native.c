@@ -14,14 +14,18 @@
  *   (4, 8)): stored values are decoded eight at a time inside the dot product (no buffer),
  *   MB query vectors x JB candidate vectors accumulate in registers, and four accumulators
  *   are reduced together at the end of a pass;
- * - "query vectors along lanes" (M > 4): the query block is transposed once per call into
- *   (blocks of 8 vectors, dim, 8); each candidate's r_c vectors are decoded into a float32
- *   buffer, and a QB x JB tile of 8-lane accumulators is updated with one broadcast candidate
- *   value per candidate vector and dimension (an outer product: no horizontal sums, and the
- *   max over candidate vectors is a lane-wise max).
+ * - "query vectors along lanes" (M > 4): the queries are transposed once per call into blocks
+ *   of 8 vectors, (dims, 8) each; each candidate's r_c vectors are decoded into packed tiles
+ *   of JB rows, (dims/8, JB, 8), and 2x4 or 1x8 tiles of 8-lane accumulators are updated with
+ *   one broadcast candidate value per FMA (an outer product: no horizontal sums, and the max
+ *   over candidate vectors is a lane-wise max). The next candidate is packed inside the
+ *   micro-kernel loop and the one after is prefetched; per-lane results are staged and
+ *   written out through 8x8 transposes.
  *
  * A candidate vector tile that runs past r_c repeats the last vector (a repeated vector
- * cannot change a max); with r_c = 1, consecutive candidates fill a tile instead.
+ * cannot change a max); with r_c = 1, several candidates fill a tile instead (from separate
+ * sub-ranges in the first form, consecutive in the second). Measurements behind each choice:
+ * docs/index.md.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
