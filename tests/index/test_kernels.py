@@ -44,20 +44,28 @@ def test_backends_match_reference(rng, backend, dtype):
 COMPILED = [name for name in available_backends() if name != "torch"]
 
 
+def assert_budgets_match_reference(
+    queries, candidates, dtype, backend, budgets, threads=(None,), atol=2e-5
+):
+    """Every (r_q, r_c) and thread count: ``score_tiers`` equals maxsim on the decoded tiers."""
+    raw_tiers, scales, decoded = tiered(candidates, dtype)
+    for r_q, r_c in budgets:
+        expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
+        for count in threads:
+            got = score_tiers(
+                queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
+                num_threads=count,
+            )  # fmt: skip
+            torch.testing.assert_close(got, expected, atol=atol, rtol=1e-5)
+
+
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("dtype", STORAGE_DTYPES)
 def test_compiled_thread_ranges_match_reference(rng, backend, dtype):
     candidates = normalized(rng, 301, 64, 40)  # 301: ranges that do not divide evenly
     queries = torch.from_numpy(normalized(rng, 2, 16, 40))
-    raw_tiers, scales, decoded = tiered(candidates, dtype)
-    for r_q, r_c in [(1, 1), (16, 1), (2, 4), (3, 7), (16, 64), (5, 17)]:  # (16, 1): 32 rows
-        for threads in (1, 2, 3):
-            got = score_tiers(
-                queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
-                num_threads=threads,
-            )  # fmt: skip
-            expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
-            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+    budgets = [(1, 1), (16, 1), (2, 4), (3, 7), (16, 64), (5, 17)]  # (16, 1): 32 rows
+    assert_budgets_match_reference(queries, candidates, dtype, backend, budgets, (1, 2, 3))
 
 
 @pytest.mark.parametrize("backend", COMPILED)
@@ -67,14 +75,11 @@ def test_compiled_odd_dims_and_query_groups_match_reference(rng, backend, dtype,
     """Dims that are not a multiple of 8 (tails), and queries too big to transpose at once."""
     candidates = normalized(rng, 23, 20, dim)
     queries = torch.from_numpy(normalized(rng, 5, 16, dim))
-    raw_tiers, scales, decoded = tiered(candidates, dtype)
+    budgets = [(1, 1), (4, 1), (1, 3), (2, 4), (4, 20), (5, 9), (9, 1), (16, 20)]
     for num_queries in (1, 2, 5):
-        for r_q, r_c in [(1, 1), (4, 1), (1, 3), (2, 4), (4, 20), (5, 9), (9, 1), (16, 20)]:
-            got = score_tiers(
-                queries[:num_queries, :r_q], raw_tiers, r_c, dtype, scales, backend=backend
-            )
-            expected = maxsim(queries[:num_queries], torch.from_numpy(decoded), budget=(r_q, r_c))
-            torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-5)
+        assert_budgets_match_reference(
+            queries[:num_queries], candidates, dtype, backend, budgets, atol=5e-5
+        )
 
 
 @pytest.mark.parametrize("backend", COMPILED)
@@ -83,15 +88,8 @@ def test_compiled_query_batches_match_reference(rng, backend, dtype):
     """Batches whose lanes are whole queries (r_q = 1: transposed write-out) and mixed sizes."""
     candidates = normalized(rng, 301, 16, 24)
     queries = torch.from_numpy(normalized(rng, 19, 16, 24))
-    raw_tiers, scales, decoded = tiered(candidates, dtype)
-    for r_q, r_c in [(1, 1), (1, 4), (2, 4), (1, 16), (3, 1)]:
-        for threads in (1, 3):
-            got = score_tiers(
-                queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
-                num_threads=threads,
-            )  # fmt: skip
-            expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
-            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+    budgets = [(1, 1), (1, 4), (2, 4), (1, 16), (3, 1)]
+    assert_budgets_match_reference(queries, candidates, dtype, backend, budgets, (1, 3))
 
 
 def test_auto_picks_the_fastest_available_backend(rng):

@@ -77,7 +77,6 @@ typedef struct {
     const char *base[ME_MAX_TIERS];
     const float *scales[ME_MAX_TIERS];
     int64_t sizes[ME_MAX_TIERS];
-    int64_t takes[ME_MAX_TIERS]; /* vectors read from each tier (the first r_c in all) */
     int64_t element_bytes;
     int64_t dim;
     int64_t *tier_of;  /* (r_c,) */
@@ -131,9 +130,8 @@ ME_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 /* dots[m * JB + jj] = <queries[m], vectors[jj]> (raw stored values) for m < MB, jj < JB. */
 ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *vectors,
                         float *dots, const int MB, const int JB, const int kind) {
-    __m256 acc[4][4];
-    for (int m = 0; m < MB; m++)
-        for (int jj = 0; jj < JB; jj++) acc[m][jj] = _mm256_setzero_ps();
+    __m256 acc[16]; /* acc[m * JB + jj] */
+    for (int i = 0; i < MB * JB; i++) acc[i] = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d + ME_LANES <= dim; d += ME_LANES) {
         __m256 values[4];
@@ -141,22 +139,17 @@ ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *ve
         for (int m = 0; m < MB; m++) {
             __m256 query = _mm256_loadu_ps(queries + m * dim + d);
             for (int jj = 0; jj < JB; jj++)
-                acc[m][jj] = _mm256_fmadd_ps(query, values[jj], acc[m][jj]);
+                acc[m * JB + jj] = _mm256_fmadd_ps(query, values[jj], acc[m * JB + jj]);
         }
     }
     /* MB * JB is a multiple of 4 for every tile shape used below */
-    __m256 *flat = &acc[0][0];
-    float sums[16];
-    for (int m = 0; m < MB; m++)
-        for (int jj = 0; jj < JB; jj++) flat[m * JB + jj] = acc[m][jj];
     for (int i = 0; i < MB * JB; i += 4)
-        _mm_storeu_ps(sums + i, sum4(flat[i], flat[i + 1], flat[i + 2], flat[i + 3]));
+        _mm_storeu_ps(dots + i, sum4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));
     for (; d < dim; d++) /* dims beyond the last multiple of 8 */
         for (int jj = 0; jj < JB; jj++) {
             float value = load1(vectors[jj], d, kind);
-            for (int m = 0; m < MB; m++) sums[m * JB + jj] += queries[m * dim + d] * value;
+            for (int m = 0; m < MB; m++) dots[m * JB + jj] += queries[m * dim + d] * value;
         }
-    for (int i = 0; i < MB * JB; i++) dots[i] = sums[i];
 }
 
 ME_INLINE void score_dims_along_lanes(const float *queries, int64_t num_queries, int64_t r_q,
@@ -662,7 +655,6 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
         }
         layout.tier_of[j] = t;
         layout.index_of[j] = index;
-        layout.takes[t] = index + 1;
     }
     int status = start < stop ? score_avx2(queries, num_queries, r_q, &layout, r_c, kind, start,
                                            stop, scores, stride)
