@@ -76,6 +76,7 @@ def test_compiled_odd_dims_and_query_groups_match_reference(rng, backend, dtype,
     candidates = normalized(rng, 23, 20, dim)
     queries = torch.from_numpy(normalized(rng, 5, 16, dim))
     budgets = [(1, 1), (4, 1), (1, 3), (2, 4), (4, 20), (5, 9), (9, 1), (16, 20)]
+    budgets += [(1, 2), (3, 2), (8, 2), (2, 5), (6, 16), (8, 19)]  # short and partial tiles
     for num_queries in (1, 2, 5):
         assert_budgets_match_reference(
             queries[:num_queries], candidates, dtype, backend, budgets, atol=5e-5

@@ -8,19 +8,23 @@
  * falls back to the numba or torch backend. Loaded with ctypes (the calls release the GIL);
  * the Python module object exists only so that setuptools can build and install this file.
  *
- * Two forms, chosen by M = num_queries * r_q, the query vectors of one call:
+ * Two forms, chosen by r_c and M = num_queries * r_q, the query vectors of one call:
  *
- * - "dims along lanes" (M <= 4, memory-bound budgets such as one query at (1, 1), (2, 4),
- *   (4, 8)): stored values are decoded eight at a time inside the dot product (no buffer),
- *   MB query vectors x JB candidate vectors accumulate in registers, and four accumulators
- *   are reduced together at the end of a pass;
- * - "query vectors along lanes" (M > 4): the queries are transposed once per call into blocks
- *   of 8 vectors, (dims, 8) each; each candidate's r_c vectors are decoded into packed tiles
- *   of JB rows, (dims/8, JB, 8), and 2x4 or 1x8 tiles of 8-lane accumulators are updated with
- *   one broadcast candidate value per FMA (an outer product: no horizontal sums, and the max
- *   over candidate vectors is a lane-wise max). The next candidate is packed inside the
- *   micro-kernel loop and the one after is prefetched; per-lane results are staged and
- *   written out through 8x8 transposes.
+ * - "dims along lanes" (M <= 8, the memory-bound budgets and one query up to (8, 16)): stored
+ *   values are decoded eight at a time straight from the tier inside the dot product (no
+ *   buffer) and horizontal sums close each tile. r_c = 1 (M <= 4): MB x 4 tiles whose four
+ *   candidates come from four sub-ranges (more memory streams); r_c > 1 with M <= 2: MB x 4
+ *   tiles of one candidate's vectors; r_c > 1 with 3 <= M <= 8: groups of 4 query vectors x
+ *   tiles of 3 candidate vectors, summed into one 4-lane vector per candidate vector so the
+ *   max over candidate vectors is lane-wise, dims in blocks that keep the queries in L1. The
+ *   r_c > 1 forms fetch the next tile's (or candidate's) rows ahead while they compute;
+ * - "query vectors along lanes" (everything else: batches, r_q = 16): the queries are
+ *   transposed once per call into blocks of 8 vectors, (dims, 8) each; each candidate's r_c
+ *   vectors are decoded into packed tiles of JB rows, (dims/8, JB, 8), and 2x4 or 1x8 tiles
+ *   of 8-lane accumulators are updated with one broadcast candidate value per FMA (an outer
+ *   product: no horizontal sums, and the max over candidate vectors is a lane-wise max). The
+ *   next candidate is packed inside the micro-kernel loop and the one after is prefetched;
+ *   per-lane results are staged and written out through 8x8 transposes.
  *
  * A candidate vector tile that runs past r_c repeats the last vector (a repeated vector
  * cannot change a max); with r_c = 1, several candidates fill a tile instead (from separate
@@ -41,8 +45,11 @@
 #define ME_KIND_BF16 2
 #define ME_KIND_I8 3
 #define ME_LANES 8
-#ifndef ME_DIMS_ALONG_LANES_MAX
-#define ME_DIMS_ALONG_LANES_MAX 4 /* query vectors up to which the dims-along-lanes form runs */
+#ifndef ME_GROUPED_MAX
+#define ME_GROUPED_MAX 8 /* query vectors up to which r_c > 1 runs in the grouped form */
+#endif
+#ifndef ME_DIM_BLOCK
+#define ME_DIM_BLOCK 256 /* dims per pass of the grouped form */
 #endif
 #define ME_STAGE 64 /* candidates whose scores are staged before being written out */
 #define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
@@ -129,11 +136,15 @@ ME_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 
 /* dots[m * JB + jj] = <queries[m], vectors[jj]> (raw stored values) for m < MB, jj < JB. */
 ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *vectors,
-                        float *dots, const int MB, const int JB, const int kind) {
+                        const char *const *ahead, float *dots, const int MB, const int JB,
+                        const int kind) {
+    const int element_bytes = kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
     __m256 acc[16]; /* acc[m * JB + jj] */
     for (int i = 0; i < MB * JB; i++) acc[i] = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d + ME_LANES <= dim; d += ME_LANES) {
+        if (ahead && (d * element_bytes) % 64 == 0)
+            for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
         __m256 values[4];
         for (int jj = 0; jj < JB; jj++) values[jj] = load8(vectors[jj], d, kind);
         for (int m = 0; m < MB; m++) {
@@ -152,52 +163,62 @@ ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *ve
         }
 }
 
-ME_INLINE void score_dims_along_lanes(const float *queries, int64_t num_queries, int64_t r_q,
-                                      const Layout *layout, int64_t r_c, int64_t start,
-                                      int64_t stop, float *scores, int64_t stride,
-                                      const int MB, const int JB, const int kind) {
+ME_INLINE void score_first_vectors(const float *queries, int64_t num_queries, int64_t r_q,
+                                   const Layout *layout, int64_t start, int64_t stop,
+                                   float *scores, int64_t stride, const int MB, const int JB,
+                                   const int kind) {
+    /* a tile holds the first vectors of JB candidates, one from each of JB equal sub-ranges:
+       JB concurrent streams per thread read faster than one (measured with a plain float16
+       sum on this machine: 26 GB/s with one stream, 31 with four) */
     const int64_t dim = layout->dim;
     const void *vectors[4];
-    float dots[16], best[4];
-    if (r_c == 1) {
-        /* a tile holds the first vectors of JB candidates, one from each of JB equal
-           sub-ranges: JB concurrent streams per thread read faster than one (measured with a
-           plain float16 sum on this machine: 26 GB/s with one stream, 31 with four) */
-        const int64_t sub = (stop - start) / JB;
-        for (int64_t i = 0; i < stop - start; i += (i < sub * JB ? JB : 1)) {
-            int64_t candidate[4];
-            const int spread = i < sub * JB;
-            for (int jj = 0; jj < JB; jj++) {
-                int64_t n = spread ? start + jj * sub + i / JB : start + i;
-                candidate[jj] = n;
-                vectors[jj] = vector_at(layout, n, 0);
-            }
-            dot_tile(queries, dim, vectors, dots, MB, JB, kind);
-            for (int jj = 0; jj < (spread ? JB : 1); jj++) {
-                const int64_t n = candidate[jj];
-                float scale = kind == ME_KIND_I8 ? scale_at(layout, n, 0) : 1.0f;
-                for (int64_t q = 0; q < num_queries; q++) {
-                    float total = 0.0f;
-                    for (int64_t i2 = 0; i2 < r_q; i2++) total += dots[(q * r_q + i2) * JB + jj];
-                    scores[q * stride + n] = total * scale;
-                }
+    float dots[16];
+    const int64_t sub = (stop - start) / JB;
+    for (int64_t i = 0; i < stop - start; i += (i < sub * JB ? JB : 1)) {
+        int64_t candidate[4];
+        const int spread = i < sub * JB;
+        for (int jj = 0; jj < JB; jj++) {
+            int64_t n = spread ? start + jj * sub + i / JB : start + i;
+            candidate[jj] = n;
+            vectors[jj] = vector_at(layout, n, 0);
+        }
+        dot_tile(queries, dim, vectors, NULL, dots, MB, JB, kind);
+        for (int jj = 0; jj < (spread ? JB : 1); jj++) {
+            const int64_t n = candidate[jj];
+            float scale = kind == ME_KIND_I8 ? scale_at(layout, n, 0) : 1.0f;
+            for (int64_t q = 0; q < num_queries; q++) {
+                float total = 0.0f;
+                for (int64_t i2 = 0; i2 < r_q; i2++) total += dots[(q * r_q + i2) * JB + jj];
+                scores[q * stride + n] = total * scale;
             }
         }
-        return;
     }
-    for (int64_t n = start; n < stop; n++) { /* (interleaving sub-ranges here was slower) */
+}
+
+/* r_c > 1 with one or two query vectors: MB x 4 tiles, the same rows of the next candidate
+   fetched ahead. */
+ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int64_t r_q,
+                                 const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
+                                 float *scores, int64_t stride, const int MB, const int kind) {
+    const int64_t dim = layout->dim;
+    const void *vectors[4];
+    const char *ahead[4];
+    float dots[8], best[2];
+    for (int64_t n = start; n < stop; n++) {
+        const int64_t next = n + 1 < stop ? n + 1 : n;
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;
-        for (int64_t j = 0; j < r_c; j += JB) {
+        for (int64_t j = 0; j < r_c; j += 4) {
             float scale[4];
-            for (int jj = 0; jj < JB; jj++) {
+            for (int jj = 0; jj < 4; jj++) {
                 int64_t vector = j + jj < r_c ? j + jj : r_c - 1;
                 vectors[jj] = vector_at(layout, n, vector);
+                ahead[jj] = vector_at(layout, next, vector);
                 scale[jj] = kind == ME_KIND_I8 ? scale_at(layout, n, vector) : 1.0f;
             }
-            dot_tile(queries, dim, vectors, dots, MB, JB, kind);
+            dot_tile(queries, dim, vectors, ahead, dots, MB, 4, kind);
             for (int m = 0; m < MB; m++)
-                for (int jj = 0; jj < JB; jj++) {
-                    float dot = dots[m * JB + jj] * scale[jj];
+                for (int jj = 0; jj < 4; jj++) {
+                    float dot = dots[m * 4 + jj] * scale[jj];
                     best[m] = dot > best[m] ? dot : best[m];
                 }
         }
@@ -208,6 +229,120 @@ ME_INLINE void score_dims_along_lanes(const float *queries, int64_t num_queries,
         }
     }
 }
+
+/*
+ * r_c > 1 with up to 8 query vectors: groups of 4 query vectors (zero-padded) against tiles of
+ * up to 3 candidate vectors, 12 accumulators with the dims along the lanes; each tile's
+ * stored values are decoded once per group straight from the tier (no packing), its 4 x 3
+ * dots summed across lanes into one 4-lane vector per candidate vector, so the max over
+ * candidate vectors is lane-wise. Dims run in blocks of ME_DIM_BLOCK so that the query
+ * block a tile reads stays in L1; the rows of the tile after this one are fetched ahead
+ * while the first group runs.
+ */
+
+/* dots[jj] (+)= <queries[m], vectors[jj]> over dims [begin, end), m < 4, lanes = m. */
+ME_INLINE void group_dots(const float *queries, int64_t dim, int64_t begin, int64_t end,
+                          const void *const *vectors, const char *const *ahead, __m128 *dots,
+                          const int JB, const int kind) {
+    const int element_bytes = kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
+    __m256 acc[12]; /* acc[jj * 4 + m], (8 dims) each */
+    for (int i = 0; i < 4 * JB; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t d = begin; d < end; d += ME_LANES) {
+        if (ahead && (d * element_bytes) % 64 == 0)
+            for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+        __m256 values[3];
+        for (int jj = 0; jj < JB; jj++) values[jj] = load8(vectors[jj], d, kind);
+        for (int m = 0; m < 4; m++) {
+            __m256 query = _mm256_loadu_ps(queries + m * dim + d);
+            for (int jj = 0; jj < JB; jj++)
+                acc[jj * 4 + m] = _mm256_fmadd_ps(query, values[jj], acc[jj * 4 + m]);
+        }
+    }
+    for (int jj = 0; jj < JB; jj++) {
+        __m128 sums = sum4(acc[jj * 4], acc[jj * 4 + 1], acc[jj * 4 + 2], acc[jj * 4 + 3]);
+        dots[jj] = begin == 0 ? sums : _mm_add_ps(dots[jj], sums);
+    }
+}
+
+/* top[g] = max(top[g], dots of group g with candidate vectors rows[0 .. JB)). */
+ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const *rows,
+                            const float *scales, __m128 *top, const int G, const int JB,
+                            const int kind) {
+    const int64_t full = dim / ME_LANES * ME_LANES;
+    const char *const *ahead = (const char *const *)rows + JB; /* the next tile's rows */
+    __m128 dots[2][3]; /* (group, candidate vector), 4 query lanes; set by the first block */
+    for (int g = 0; g < G; g++)
+        for (int jj = 0; jj < JB; jj++) dots[g][jj] = _mm_setzero_ps();
+    for (int64_t begin = 0; begin < full; begin += ME_DIM_BLOCK) {
+        int64_t end = begin + ME_DIM_BLOCK < full ? begin + ME_DIM_BLOCK : full;
+        for (int g = 0; g < G; g++)
+            group_dots(padded + g * 4 * dim, dim, begin, end, rows, g == 0 ? ahead : NULL,
+                       dots[g], JB, kind);
+    }
+    if (full < dim) { /* dims beyond the last multiple of 8 */
+        float tail[2][3][4] = {{{0}}};
+        for (int64_t d = full; d < dim; d++)
+            for (int jj = 0; jj < JB; jj++) {
+                float value = load1(rows[jj], d, kind);
+                for (int m = 0; m < 4 * G; m++) tail[m / 4][jj][m % 4] += padded[m * dim + d] * value;
+            }
+        for (int g = 0; g < G; g++)
+            for (int jj = 0; jj < JB; jj++)
+                dots[g][jj] = _mm_add_ps(dots[g][jj], _mm_loadu_ps(tail[g][jj]));
+    }
+    for (int jj = 0; jj < JB; jj++)
+        for (int g = 0; g < G; g++) {
+            __m128 dot = kind == ME_KIND_I8 ? _mm_mul_ps(dots[g][jj], _mm_set1_ps(scales[jj]))
+                                            : dots[g][jj];
+            top[g] = _mm_max_ps(top[g], dot);
+        }
+}
+
+/*
+ * padded: (4 * G, dim) query vectors, zero past the real ones. rows: room for 2 * r_c + 3
+ * pointers (this candidate's vectors, the next candidate's, and slack for the last tile's
+ * fetch-ahead); scales: room for r_c floats.
+ */
+ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r_q,
+                             const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
+                             float *scores, int64_t stride, const void **rows, float *scales,
+                             const int G, const int kind) {
+    const int64_t dim = layout->dim;
+    for (int64_t j = 0; j < r_c; j++) rows[r_c + j] = vector_at(layout, start, j);
+    for (int64_t n = start; n < stop; n++) {
+        const int64_t next = n + 1 < stop ? n + 1 : n;
+        for (int64_t j = 0; j < r_c; j++) {
+            rows[j] = rows[r_c + j];
+            rows[r_c + j] = vector_at(layout, next, j);
+            if (kind == ME_KIND_I8) scales[j] = scale_at(layout, n, j);
+        }
+        for (int64_t j = 2 * r_c; j < 2 * r_c + 3; j++) rows[j] = rows[2 * r_c - 1];
+        __m128 top[2] = {_mm_set1_ps(-INFINITY), _mm_set1_ps(-INFINITY)};
+        int64_t j = 0;
+        for (; j + 3 <= r_c; j += 3) grouped_tile(padded, dim, rows + j, scales + j, top, G, 3, kind);
+        if (r_c - j == 2) grouped_tile(padded, dim, rows + j, scales + j, top, G, 2, kind);
+        if (r_c - j == 1) grouped_tile(padded, dim, rows + j, scales + j, top, G, 1, kind);
+        float best[8];
+        _mm_storeu_ps(best, top[0]);
+        _mm_storeu_ps(best + 4, top[1]);
+        for (int64_t q = 0; q < num_queries; q++) {
+            float total = 0.0f;
+            for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
+            scores[q * stride + n] = total;
+        }
+    }
+}
+
+#define ME_GROUPED_COPY(G, K)                                                                   \
+    __attribute__((noinline)) ME_TARGET static void score_grouped_g##G##_k##K(                   \
+        const float *padded, int64_t num_queries, int64_t r_q, const Layout *layout,             \
+        int64_t r_c, int64_t start, int64_t stop, float *scores, int64_t stride,                 \
+        const void **rows, float *scales) {                                                      \
+        score_grouped(padded, num_queries, r_q, layout, r_c, start, stop, scores, stride, rows,  \
+                      scales, G, K);                                                             \
+    }
+ME_GROUPED_COPY(1, 0) ME_GROUPED_COPY(1, 1) ME_GROUPED_COPY(1, 2) ME_GROUPED_COPY(1, 3)
+ME_GROUPED_COPY(2, 0) ME_GROUPED_COPY(2, 1) ME_GROUPED_COPY(2, 2) ME_GROUPED_COPY(2, 3)
 
 /* ------------------------------------------------------- query vectors along lanes */
 
@@ -560,18 +695,45 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
                                 int64_t stop, float *scores, int64_t stride) {
     const int64_t dim = layout->dim;
     const int64_t vectors = num_queries * r_q;
-    if (vectors <= ME_DIMS_ALONG_LANES_MAX) {
-#define ME_LANES_DIMS(MB, JB, K) \
-    score_dims_along_lanes(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, \
-                           MB, JB, K)
-#define ME_CASE1(K) ME_LANES_DIMS(1, 4, K)
-#define ME_CASE2(K) ME_LANES_DIMS(2, 4, K)
-#define ME_CASE3(K) ME_LANES_DIMS(3, 4, K)
-#define ME_CASE4(K) ME_LANES_DIMS(4, 2, K)
+    if (r_c == 1 && vectors <= 4) {
+#define ME_FIRST(MB, JB, K) \
+    score_first_vectors(queries, num_queries, r_q, layout, start, stop, scores, stride, MB, JB, K)
+#define ME_CASE1(K) ME_FIRST(1, 4, K)
+#define ME_CASE2(K) ME_FIRST(2, 4, K)
+#define ME_CASE3(K) ME_FIRST(3, 4, K)
+#define ME_CASE4(K) ME_FIRST(4, 2, K)
         if (vectors == 1) { ME_DISPATCH_KIND(ME_CASE1) }
         else if (vectors == 2) { ME_DISPATCH_KIND(ME_CASE2) }
         else if (vectors == 3) { ME_DISPATCH_KIND(ME_CASE3) }
         else { ME_DISPATCH_KIND(ME_CASE4) }
+        return 0;
+    }
+    if (r_c > 1 && vectors <= 2) {
+#define ME_FEW1(K) score_few_vectors(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, 1, K)
+#define ME_FEW2(K) score_few_vectors(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, 2, K)
+        if (vectors == 1) { ME_DISPATCH_KIND(ME_FEW1) }
+        else { ME_DISPATCH_KIND(ME_FEW2) }
+        return 0;
+    }
+    if (r_c > 1 && vectors <= ME_GROUPED_MAX) {
+        const int G = vectors <= 4 ? 1 : 2;
+        float *padded = calloc((size_t)(4 * G * dim), sizeof(float));
+        const void **rows = malloc((size_t)(2 * r_c + 3) * sizeof(void *));
+        float *scales = malloc((size_t)r_c * sizeof(float));
+        if (!padded || !rows || !scales) {
+            free(padded);
+            free(rows);
+            free(scales);
+            return -2;
+        }
+        memcpy(padded, queries, (size_t)(vectors * dim) * sizeof(float));
+#define ME_GROUPED(K)                                                                           \
+    (G == 1 ? ME_PICK(score_grouped_g1) : ME_PICK(score_grouped_g2))(                           \
+        padded, num_queries, r_q, layout, r_c, start, stop, scores, stride, rows, scales)
+        ME_GROUPED(kind);
+        free(padded);
+        free(rows);
+        free(scales);
         return 0;
     }
     /* whole queries per group, so that the transposed group stays within ME_QUERY_GROUP_BYTES */
