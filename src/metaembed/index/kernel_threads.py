@@ -68,9 +68,12 @@ def run_on_ranges(
         score_range(0, num_candidates)
         return
     bounds = np.linspace(0, num_candidates, workers + 1).astype(np.int64)
-    futures = [
-        _pool(workers).submit(score_range, int(start), int(stop))
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    for future in futures:
-        future.result()
+    ranges = [(int(start), int(stop)) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    # the calling thread scores the first range itself: one hand-off fewer per search
+    # (measured: a pool round trip costs ~65 us, a sizeable part of a (1, 1) search)
+    futures = [_pool(workers - 1).submit(score_range, *bounds_) for bounds_ in ranges[1:]]
+    try:
+        score_range(*ranges[0])
+    finally:
+        for future in futures:
+            future.result()
