@@ -11,7 +11,8 @@ from setuptools import Extension, setup
 native = Extension(
     "metaembed.index._native",
     sources=["src/metaembed/index/_native.c"],
-    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-std=c11"],
+    extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-std=c11", "-pthread"],
+    extra_link_args=[] if sys.platform == "win32" else ["-pthread"],
     optional=True,
 )
 

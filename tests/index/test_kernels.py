@@ -154,3 +154,21 @@ def test_native_library_missing_or_unsupported_means_no_native_backend(monkeypat
         assert kernels_native.load_library() is None
     finally:
         kernels_native.load_library.cache_clear()
+
+
+def test_stale_native_library_is_not_used(monkeypatch, caplog):
+    """A build from before the threaded entry point: warned about, and numba or torch take over."""
+    from metaembed.index import kernels_native
+
+    class StaleLibrary:
+        def __init__(self, path):
+            self.metaembed_native_supported = lambda: 1
+
+    kernels_native.load_library.cache_clear()
+    monkeypatch.setattr(kernels_native.ctypes, "CDLL", StaleLibrary)
+    try:
+        with caplog.at_level("WARNING", logger=kernels_native.__name__):
+            assert kernels_native.load_library() is None
+        assert "out of date; reinstall metaembed" in caplog.text
+    finally:
+        kernels_native.load_library.cache_clear()

@@ -61,6 +61,11 @@
 #define ME_INLINE static inline __attribute__((always_inline)) ME_TARGET
 #endif
 
+#if defined(ME_HAVE_AVX2) && !defined(_WIN32)
+#include <pthread.h>
+#define ME_HAVE_THREADS 1
+#endif
+
 #if defined(_WIN32)
 #define ME_EXPORT __declspec(dllexport)
 #else
@@ -772,23 +777,46 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
 
 #endif /* ME_HAVE_AVX2 */
 
+#ifdef ME_HAVE_AVX2
+/* One thread's share: candidates [start, stop). */
+typedef struct {
+    const float *queries;
+    int64_t num_queries, r_q, r_c, start, stop, stride;
+    Layout *layout;
+    int kind, status;
+    float *scores;
+} RangeJob;
+
+static void *run_range(void *argument) {
+    RangeJob *job = argument;
+    job->status = score_avx2(job->queries, job->num_queries, job->r_q, job->layout, job->r_c,
+                             job->kind, job->start, job->stop, job->scores, job->stride);
+    return NULL;
+}
+
+#define ME_MAX_THREADS 256
+#endif
+
 /*
- * Score candidates [start, stop) of the tiers into scores (num_queries, stride).
+ * Score candidates [start, stop) of the tiers into scores (num_queries, stride), on `threads`
+ * threads (contiguous equal ranges; the calling thread takes the first, the others are
+ * started here and joined before returning, so no thread outlives the call).
  *
  * queries: (num_queries * r_q, dim) float32, row-major. tiers[t]: (N, sizes[t], dim) raw values
  * (float32, float16 or bfloat16 bits, int8); scales[t]: (N, sizes[t]) float32 for int8, else
  * ignored. The first r_c vectors are read, tier by tier. Returns 0, -1 when this build or CPU
  * has no kernel, -2 when memory runs out, -3 on bad arguments.
  */
-ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, int64_t r_q,
-                                     int64_t dim, const void *const *tiers,
-                                     const float *const *scales, const int64_t *sizes,
-                                     int64_t num_tiers, int64_t r_c, int kind, int64_t start,
-                                     int64_t stop, float *scores, int64_t stride) {
+ME_EXPORT int metaembed_native_score_threads(const float *queries, int64_t num_queries,
+                                             int64_t r_q, int64_t dim, const void *const *tiers,
+                                             const float *const *scales, const int64_t *sizes,
+                                             int64_t num_tiers, int64_t r_c, int kind,
+                                             int64_t start, int64_t stop, float *scores,
+                                             int64_t stride, int64_t threads) {
 #ifdef ME_HAVE_AVX2
     if (!metaembed_native_supported()) return -1;
     if (num_tiers < 1 || num_tiers > ME_MAX_TIERS || r_c < 1 || dim < 1 || r_q < 1 ||
-        kind < 0 || kind > ME_KIND_I8)
+        kind < 0 || kind > ME_KIND_I8 || threads < 1 || threads > ME_MAX_THREADS)
         return -3;
     static const int64_t element_bytes[4] = {4, 2, 2, 1};
     Layout layout;
@@ -805,9 +833,11 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
     if (r_c > stored) return -3;
     layout.tier_of = malloc((size_t)r_c * sizeof(int64_t));
     layout.index_of = malloc((size_t)r_c * sizeof(int64_t));
-    if (!layout.tier_of || !layout.index_of) {
+    RangeJob *jobs = malloc((size_t)threads * sizeof(RangeJob));
+    if (!layout.tier_of || !layout.index_of || !jobs) {
         free(layout.tier_of);
         free(layout.index_of);
+        free(jobs);
         return -2;
     }
     for (int64_t j = 0, t = 0, index = 0; j < r_c; j++, index++) {
@@ -818,16 +848,40 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
         layout.tier_of[j] = t;
         layout.index_of[j] = index;
     }
-    int status = start < stop ? score_avx2(queries, num_queries, r_q, &layout, r_c, kind, start,
-                                           stop, scores, stride)
-                              : 0;
+    for (int64_t i = 0; i < threads; i++) {
+        RangeJob job = {queries, num_queries, r_q, r_c,
+                        start + (stop - start) * i / threads,
+                        start + (stop - start) * (i + 1) / threads,
+                        stride, &layout, kind, 0, scores};
+        jobs[i] = job;
+    }
+#ifdef ME_HAVE_THREADS
+    pthread_t handles[ME_MAX_THREADS];
+    int started[ME_MAX_THREADS] = {0};
+    for (int64_t i = 1; i < threads; i++)
+        if (jobs[i].start < jobs[i].stop)
+            started[i] = pthread_create(&handles[i], NULL, run_range, &jobs[i]) == 0;
+#endif
+    int status = 0;
+    for (int64_t i = 0; i < threads; i++) {
+#ifdef ME_HAVE_THREADS
+        if (started[i]) {
+            pthread_join(handles[i], NULL);
+        } else /* the calling thread's range, or a thread that could not be started */
+#endif
+        if (jobs[i].start < jobs[i].stop) {
+            run_range(&jobs[i]);
+        }
+        if (status == 0) status = jobs[i].status;
+    }
     free(layout.tier_of);
     free(layout.index_of);
+    free(jobs);
     return status;
 #else
     (void)queries; (void)num_queries; (void)r_q; (void)dim; (void)tiers; (void)scales;
     (void)sizes; (void)num_tiers; (void)r_c; (void)kind; (void)start; (void)stop;
-    (void)scores; (void)stride;
+    (void)scores; (void)stride; (void)threads;
     return -1;
 #endif
 }

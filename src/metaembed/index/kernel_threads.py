@@ -1,10 +1,11 @@
 """What the compiled CPU backends share: zero-copy array views and candidate ranges on threads.
 
 Both compiled backends (:mod:`metaembed.index.kernels_native`,
-:mod:`metaembed.index.kernels_numba`) score a contiguous range of candidates per
-call and release the GIL, so a search splits the candidates into one range per
-thread and runs the ranges on a small shared pool (no OpenMP runtime: forking
-after a search stays safe).
+:mod:`metaembed.index.kernels_numba`) split a search into one contiguous range
+of candidates per thread (:func:`worker_count` threads). The native kernel
+starts and joins its threads inside the call; numba's ranges run on a small
+shared Python pool (:func:`run_on_ranges`, the GIL released). Neither uses an
+OpenMP runtime, so forking after a search stays safe.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["plain_array", "query_matrix", "run_on_ranges"]
+__all__ = ["plain_array", "query_matrix", "run_on_ranges", "worker_count"]
 
 MIN_CANDIDATES_PER_THREAD = 64
 
@@ -49,6 +50,19 @@ def query_matrix(query_embeddings: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(rows.cpu().numpy())  # (M, D)
 
 
+def worker_count(num_candidates: int, num_threads: int | None) -> int:
+    """Return the number of threads for a search over ``num_candidates``.
+
+    ``num_threads`` (default ``torch.get_num_threads()``), fewer for small
+    collections (at least ``MIN_CANDIDATES_PER_THREAD`` candidates each), at least one.
+
+    >>> worker_count(100, 4), worker_count(10_000, 4), worker_count(0, 2)
+    (1, 4, 1)
+    """
+    wanted = num_threads or torch.get_num_threads()
+    return max(1, min(wanted, num_candidates // MIN_CANDIDATES_PER_THREAD or 1))
+
+
 @functools.lru_cache(maxsize=4)
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metaembed-score")
@@ -62,8 +76,7 @@ def run_on_ranges(
     ``num_threads`` defaults to ``torch.get_num_threads()``; small collections use
     fewer threads (at least ``MIN_CANDIDATES_PER_THREAD`` candidates each).
     """
-    wanted = num_threads or torch.get_num_threads()
-    workers = max(1, min(wanted, num_candidates // MIN_CANDIDATES_PER_THREAD or 1))
+    workers = worker_count(num_candidates, num_threads)
     if workers == 1:
         score_range(0, num_candidates)
         return

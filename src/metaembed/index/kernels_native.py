@@ -2,8 +2,9 @@
 
 The kernel is ``_native.c`` next to this file, built by ``pip install`` as an
 optional extension (an install without a C compiler still succeeds) and called
-through :mod:`ctypes`, which releases the GIL, so candidate ranges run on
-threads (:func:`metaembed.index.kernel_threads.run_on_ranges`). It needs an
+through :mod:`ctypes`, which releases the GIL; the kernel splits the candidates
+into one contiguous range per thread itself (threads started and joined inside
+the call, so none outlives a search and forking stays safe). It needs an
 x86-64 CPU with AVX2, FMA and F16C, checked at run time; elsewhere
 :func:`load_library` returns ``None`` and :mod:`metaembed.index.kernels` uses
 the numba or torch backend. Forms and blocking are described in the C file.
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metaembed.index.kernel_threads import plain_array, query_matrix, run_on_ranges
+from metaembed.index.kernel_threads import plain_array, query_matrix, worker_count
 
 __all__ = ["load_library", "score_tiers_native"]
 
@@ -49,12 +50,18 @@ def load_library() -> ctypes.CDLL | None:
         logger.info("this CPU lacks AVX2/FMA/F16C; the native kernel is disabled")
         return None
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
-    library.metaembed_native_score.restype = ctypes.c_int
-    library.metaembed_native_score.argtypes = [
+    score = getattr(library, "metaembed_native_score_threads", None)
+    if score is None:  # a stale build from before the threaded entry point
+        logger.warning(
+            "metaembed's native kernel at %s is out of date; reinstall metaembed", spec.origin
+        )
+        return None
+    score.restype = ctypes.c_int
+    score.argtypes = [
         pointer, int64, int64, int64,  # queries, num_queries, r_q, dim
         pointer, pointer, pointer, int64,  # tiers, scales, sizes, num_tiers
         int64, ctypes.c_int, int64, int64,  # r_c, kind, start, stop
-        pointer, int64,  # scores, stride
+        pointer, int64, int64,  # scores, stride, threads
     ]  # fmt: skip
     return library
 
@@ -94,17 +101,15 @@ def score_tiers_native(
         *(None if array is None else array.ctypes.data for array in used_scales)
     )
     size_array = (ctypes.c_int64 * len(used))(*sizes)
-    kind = _KINDS[dtype]
 
-    def score_range(start: int, stop: int) -> None:
-        status = library.metaembed_native_score(
-            queries.ctypes.data, num_queries, r_q, dim,
-            tier_pointers, scale_pointers, size_array, len(used),
-            r_c, kind, start, stop,
-            scores.ctypes.data, num_candidates,
-        )  # fmt: skip
-        if status != 0:
-            raise RuntimeError(_STATUS.get(status, f"native kernel status {status}"))
-
-    run_on_ranges(score_range, num_candidates, num_threads)
+    # the kernel splits the candidates over its own threads (started and joined inside the
+    # call, the GIL released): a Python thread pool cost ~100 us more per search
+    status = library.metaembed_native_score_threads(
+        queries.ctypes.data, num_queries, r_q, dim,
+        tier_pointers, scale_pointers, size_array, len(used),
+        r_c, _KINDS[dtype], 0, num_candidates,
+        scores.ctypes.data, num_candidates, worker_count(num_candidates, num_threads),
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(_STATUS.get(status, f"native kernel status {status}"))
     return torch.from_numpy(scores)
