@@ -65,6 +65,7 @@ def test_compiled_thread_ranges_match_reference(rng, backend, dtype):
     candidates = normalized(rng, 301, 64, 40)  # 301: ranges that do not divide evenly
     queries = torch.from_numpy(normalized(rng, 2, 16, 40))
     budgets = [(1, 1), (16, 1), (2, 4), (3, 7), (16, 64), (5, 17)]  # (16, 1): 32 rows
+    budgets += [(3, 1), (4, 1)]  # 6 and 8 query vectors at r_c = 1: tiles of 3 candidates
     assert_budgets_match_reference(queries, candidates, dtype, backend, budgets, (1, 2, 3))
 
 

@@ -12,12 +12,13 @@
  *
  * - "dims along lanes" (M <= 8, the memory-bound budgets and one query up to (8, 16)): stored
  *   values are decoded eight at a time straight from the tier inside the dot product (no
- *   buffer) and horizontal sums close each tile. r_c = 1 (M <= 4): MB x 4 tiles whose four
- *   candidates come from four sub-ranges (more memory streams); r_c > 1 with M <= 2: MB x 4
- *   tiles of one candidate's vectors; r_c > 1 with 3 <= M <= 8: groups of 4 query vectors x
- *   tiles of 3 candidate vectors, summed into one 4-lane vector per candidate vector so the
- *   max over candidate vectors is lane-wise, dims in blocks that keep the queries in L1. The
- *   r_c > 1 forms fetch the next tile's (or candidate's) rows ahead while they compute;
+ *   buffer) and horizontal sums close each tile. r_c = 1 with M <= 4: MB x 4 tiles whose
+ *   four candidates come from four sub-ranges (more memory streams); r_c > 1 with M <= 2:
+ *   MB x 4 tiles of one candidate's vectors; otherwise ("grouped"): groups of 4 query vectors
+ *   x tiles of 3 candidate vectors (r_c = 1: the first vectors of 3 candidates), summed into
+ *   one 4-lane vector per candidate vector so the max over candidate vectors is lane-wise,
+ *   dims in blocks that keep the queries in L1. Except the sub-range form, they fetch the
+ *   next tile's (or candidate's) rows ahead while they compute;
  * - "query vectors along lanes" (everything else: batches, r_q = 16): the queries are
  *   transposed once per call into blocks of 8 vectors, (dims, 8) each; each candidate's r_c
  *   vectors are decoded into packed tiles of JB rows, (dims/8, JB, 8), and 2x4 or 1x8 tiles
@@ -269,13 +270,11 @@ ME_INLINE void group_dots(const float *queries, int64_t dim, int64_t begin, int6
     }
 }
 
-/* top[g] = max(top[g], dots of group g with candidate vectors rows[0 .. JB)). */
-ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const *rows,
-                            const float *scales, __m128 *top, const int G, const int JB,
-                            const int kind) {
+/* dots[g][jj] = <query vectors 4g .. 4g + 3, rows[jj]> (4 lanes), fetching `ahead` rows. */
+ME_INLINE void grouped_dots(const float *padded, int64_t dim, const void *const *rows,
+                            const char *const *ahead, __m128 dots[2][3], const int G,
+                            const int JB, const int kind) {
     const int64_t full = dim / ME_LANES * ME_LANES;
-    const char *const *ahead = (const char *const *)rows + JB; /* the next tile's rows */
-    __m128 dots[2][3]; /* (group, candidate vector), 4 query lanes; set by the first block */
     for (int g = 0; g < G; g++)
         for (int jj = 0; jj < JB; jj++) dots[g][jj] = _mm_setzero_ps();
     for (int64_t begin = 0; begin < full; begin += ME_DIM_BLOCK) {
@@ -295,12 +294,54 @@ ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const 
             for (int jj = 0; jj < JB; jj++)
                 dots[g][jj] = _mm_add_ps(dots[g][jj], _mm_loadu_ps(tail[g][jj]));
     }
+}
+
+/* top[g] = max(top[g], dots of group g with candidate vectors rows[0 .. JB)). */
+ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const *rows,
+                            const float *scales, __m128 *top, const int G, const int JB,
+                            const int kind) {
+    __m128 dots[2][3]; /* (group, candidate vector), 4 query lanes */
+    grouped_dots(padded, dim, rows, (const char *const *)rows + JB, dots, G, JB, kind);
     for (int jj = 0; jj < JB; jj++)
         for (int g = 0; g < G; g++) {
             __m128 dot = kind == ME_KIND_I8 ? _mm_mul_ps(dots[g][jj], _mm_set1_ps(scales[jj]))
                                             : dots[g][jj];
             top[g] = _mm_max_ps(top[g], dot);
         }
+}
+
+/* scores[q][n] = sum over the query's vectors of best[q * r_q + i]. */
+ME_INLINE void write_sums(const float *best, int64_t num_queries, int64_t r_q, float *scores,
+                          int64_t stride, int64_t n) {
+    for (int64_t q = 0; q < num_queries; q++) {
+        float total = 0.0f;
+        for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
+        scores[q * stride + n] = total;
+    }
+}
+
+/* r_c = 1 with 5 to 8 query vectors: tiles of the first vectors of 3 consecutive candidates. */
+ME_INLINE void score_grouped_first(const float *padded, int64_t num_queries, int64_t r_q,
+                                   const Layout *layout, int64_t start, int64_t stop,
+                                   float *scores, int64_t stride, const int JB, const int kind) {
+    const int64_t dim = layout->dim;
+    for (int64_t n = start; n + JB <= stop; n += JB) {
+        const void *rows[3];
+        const char *ahead[3];
+        __m128 dots[2][3];
+        for (int jj = 0; jj < JB; jj++) {
+            rows[jj] = vector_at(layout, n + jj, 0);
+            ahead[jj] = vector_at(layout, n + JB + jj < stop ? n + JB + jj : stop - 1, 0);
+        }
+        grouped_dots(padded, dim, rows, ahead, dots, 2, JB, kind);
+        for (int jj = 0; jj < JB; jj++) {
+            __m128 scale = _mm_set1_ps(kind == ME_KIND_I8 ? scale_at(layout, n + jj, 0) : 1.0f);
+            float best[8];
+            _mm_storeu_ps(best, _mm_mul_ps(dots[0][jj], scale));
+            _mm_storeu_ps(best + 4, _mm_mul_ps(dots[1][jj], scale));
+            write_sums(best, num_queries, r_q, scores, stride, n + jj);
+        }
+    }
 }
 
 /*
@@ -330,11 +371,7 @@ ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r
         float best[8];
         _mm_storeu_ps(best, top[0]);
         _mm_storeu_ps(best + 4, top[1]);
-        for (int64_t q = 0; q < num_queries; q++) {
-            float total = 0.0f;
-            for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
-            scores[q * stride + n] = total;
-        }
+        write_sums(best, num_queries, r_q, scores, stride, n);
     }
 }
 
@@ -348,6 +385,18 @@ ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r
     }
 ME_GROUPED_COPY(1, 0) ME_GROUPED_COPY(1, 1) ME_GROUPED_COPY(1, 2) ME_GROUPED_COPY(1, 3)
 ME_GROUPED_COPY(2, 0) ME_GROUPED_COPY(2, 1) ME_GROUPED_COPY(2, 2) ME_GROUPED_COPY(2, 3)
+#define ME_GROUPED_FIRST_COPY(K)                                                                \
+    __attribute__((noinline)) ME_TARGET static void score_grouped_first_k##K(                    \
+        const float *padded, int64_t num_queries, int64_t r_q, const Layout *layout,             \
+        int64_t start, int64_t stop, float *scores, int64_t stride) {                            \
+        const int64_t whole = start + (stop - start) / 3 * 3; /* then a tile of 1 or 2 */        \
+        score_grouped_first(padded, num_queries, r_q, layout, start, whole, scores, stride, 3, K); \
+        if (stop - whole == 2)                                                                   \
+            score_grouped_first(padded, num_queries, r_q, layout, whole, stop, scores, stride, 2, K); \
+        if (stop - whole == 1)                                                                   \
+            score_grouped_first(padded, num_queries, r_q, layout, whole, stop, scores, stride, 1, K); \
+    }
+ME_GROUPED_FIRST_COPY(0) ME_GROUPED_FIRST_COPY(1) ME_GROUPED_FIRST_COPY(2) ME_GROUPED_FIRST_COPY(3)
 
 /* ------------------------------------------------------- query vectors along lanes */
 
@@ -720,7 +769,7 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
         else { ME_DISPATCH_KIND(ME_FEW2) }
         return 0;
     }
-    if (r_c > 1 && vectors <= ME_GROUPED_MAX) {
+    if (vectors <= ME_GROUPED_MAX) { /* r_c > 1, or r_c = 1 with 5 to 8 query vectors */
         const int G = vectors <= 4 ? 1 : 2;
         float *padded = calloc((size_t)(4 * G * dim), sizeof(float));
         const void **rows = malloc((size_t)(2 * r_c + 3) * sizeof(void *));
@@ -735,7 +784,10 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
 #define ME_GROUPED(K)                                                                           \
     (G == 1 ? ME_PICK(score_grouped_g1) : ME_PICK(score_grouped_g2))(                           \
         padded, num_queries, r_q, layout, r_c, start, stop, scores, stride, rows, scales)
-        ME_GROUPED(kind);
+        if (r_c == 1)
+            ME_PICK(score_grouped_first)(padded, num_queries, r_q, layout, start, stop, scores, stride);
+        else
+            ME_GROUPED(kind);
         free(padded);
         free(rows);
         free(scales);
