@@ -173,3 +173,11 @@ def test_stale_native_library_is_not_used(monkeypatch, caplog):
         assert "out of date; reinstall metaembed" in caplog.text
     finally:
         kernels_native.load_library.cache_clear()
+
+
+@pytest.mark.skipif("native" not in available_backends(), reason="native kernel not built here")
+def test_native_caps_its_thread_count(rng):
+    """More threads than the kernel starts (256): capped, not an error, same scores."""
+    candidates = normalized(rng, 20_000, 4, 16)
+    queries = torch.from_numpy(normalized(rng, 1, 2, 16))
+    assert_budgets_match_reference(queries, candidates, "float16", "native", [(2, 4)], (1000,))

@@ -851,8 +851,9 @@ static void *run_range(void *argument) {
 
 /*
  * Score candidates [start, stop) of the tiers into scores (num_queries, stride), on `threads`
- * threads (contiguous equal ranges; the calling thread takes the first, the others are
- * started here and joined before returning, so no thread outlives the call).
+ * threads, at most ME_MAX_THREADS (contiguous equal ranges; the calling thread takes the
+ * first, the others are started here and joined before returning, so no thread outlives the
+ * call).
  *
  * queries: (num_queries * r_q, dim) float32, row-major. tiers[t]: (N, sizes[t], dim) raw values
  * (float32, float16 or bfloat16 bits, int8); scales[t]: (N, sizes[t]) float32 for int8, else
@@ -868,8 +869,9 @@ ME_EXPORT int metaembed_native_score_threads(const float *queries, int64_t num_q
 #ifdef ME_HAVE_AVX2
     if (!metaembed_native_supported()) return -1;
     if (num_tiers < 1 || num_tiers > ME_MAX_TIERS || r_c < 1 || dim < 1 || r_q < 1 ||
-        kind < 0 || kind > ME_KIND_I8 || threads < 1 || threads > ME_MAX_THREADS)
+        kind < 0 || kind > ME_KIND_I8 || threads < 1)
         return -3;
+    if (threads > ME_MAX_THREADS) threads = ME_MAX_THREADS;
     static const int64_t element_bytes[4] = {4, 2, 2, 1};
     Layout layout;
     memset(&layout, 0, sizeof layout);
