@@ -21,6 +21,10 @@ import torch
 __all__ = ["plain_array", "query_matrix", "run_on_ranges", "worker_count"]
 
 MIN_CANDIDATES_PER_THREAD = 64
+# a second thread pays off above ~100 us of single-thread work (measured with the native
+# kernel on a 2-core EPYC VM: a thread start costs 50-60 us; (1, 1) at D = 128 float16,
+# 8,000 candidates: 106 us on one thread, 135 on two; 32,000: 305 vs 237)
+MIN_SECONDS_PER_THREAD = 100e-6
 
 
 def plain_array(values: Any, dtype: Any = None) -> np.ndarray:
@@ -50,16 +54,25 @@ def query_matrix(query_embeddings: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(rows.cpu().numpy())  # (M, D)
 
 
-def worker_count(num_candidates: int, num_threads: int | None) -> int:
+def worker_count(
+    num_candidates: int, num_threads: int | None, single_thread_seconds: float | None = None
+) -> int:
     """Return the number of threads for a search over ``num_candidates``.
 
-    ``num_threads`` (default ``torch.get_num_threads()``), fewer for small
-    collections (at least ``MIN_CANDIDATES_PER_THREAD`` candidates each), at least one.
+    ``num_threads`` when given, else ``torch.get_num_threads()`` capped by the work: one
+    thread per ``MIN_SECONDS_PER_THREAD`` of estimated single-thread time
+    (``single_thread_seconds``), since starting a thread costs ~50 us here. Always fewer
+    for small collections (at least ``MIN_CANDIDATES_PER_THREAD`` candidates each), and at
+    least one.
 
     >>> worker_count(100, 4), worker_count(10_000, 4), worker_count(0, 2)
     (1, 4, 1)
+    >>> worker_count(10_000, None, 50e-6), worker_count(10_000, 2, 50e-6)
+    (1, 2)
     """
     wanted = num_threads or torch.get_num_threads()
+    if num_threads is None and single_thread_seconds is not None:
+        wanted = min(wanted, int(single_thread_seconds / MIN_SECONDS_PER_THREAD))
     return max(1, min(wanted, num_candidates // MIN_CANDIDATES_PER_THREAD or 1))
 
 

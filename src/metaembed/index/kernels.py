@@ -222,7 +222,8 @@ def score_tiers(
         Candidates decoded per block by the torch backend (memory bound); chosen
         from the cache size by default. The numba backend decodes one candidate at a time.
     num_threads : int, optional
-        Threads of the compiled backends; ``torch.get_num_threads()`` by default.
+        Threads of the compiled backends; by default ``torch.get_num_threads()``, which the
+        native backend lowers for searches too small to pay for starting threads.
 
     Returns
     -------
