@@ -132,6 +132,18 @@ ME_INLINE float load1(const void *vector, int64_t d, const int kind) {
     return (float)((const int8_t *)vector)[d];
 }
 
+/* Bytes per stored value. */
+ME_INLINE int element_bytes_of(const int kind) {
+    return kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
+}
+
+/* At each cache line of the rows (offset d values), fetch the same line of the `ahead` rows. */
+ME_INLINE void fetch_ahead(const char *const *ahead, int64_t d, const int JB, const int kind) {
+    const int element_bytes = element_bytes_of(kind);
+    if (ahead && (d * element_bytes) % 64 == 0)
+        for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+}
+
 /* (sum a, sum b, sum c, sum d) of four 8-lane accumulators. */
 ME_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
@@ -144,13 +156,11 @@ ME_INLINE __m128 sum4(__m256 a, __m256 b, __m256 c, __m256 d) {
 ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *vectors,
                         const char *const *ahead, float *dots, const int MB, const int JB,
                         const int kind) {
-    const int element_bytes = kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
     __m256 acc[16]; /* acc[m * JB + jj] */
     for (int i = 0; i < MB * JB; i++) acc[i] = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d + ME_LANES <= dim; d += ME_LANES) {
-        if (ahead && (d * element_bytes) % 64 == 0)
-            for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+        fetch_ahead(ahead, d, JB, kind);
         __m256 values[4];
         for (int jj = 0; jj < JB; jj++) values[jj] = load8(vectors[jj], d, kind);
         for (int m = 0; m < MB; m++) {
@@ -201,6 +211,16 @@ ME_INLINE void score_first_vectors(const float *queries, int64_t num_queries, in
     }
 }
 
+/* scores[q][n] = sum over the query's vectors of best[q * r_q + i]. */
+ME_INLINE void write_sums(const float *best, int64_t num_queries, int64_t r_q, float *scores,
+                          int64_t stride, int64_t n) {
+    for (int64_t q = 0; q < num_queries; q++) {
+        float total = 0.0f;
+        for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
+        scores[q * stride + n] = total;
+    }
+}
+
 /* r_c > 1 with one or two query vectors: MB x 4 tiles, the same rows of the next candidate
    fetched ahead. */
 ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int64_t r_q,
@@ -228,11 +248,7 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
                     best[m] = dot > best[m] ? dot : best[m];
                 }
         }
-        for (int64_t q = 0; q < num_queries; q++) {
-            float total = 0.0f;
-            for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
-            scores[q * stride + n] = total;
-        }
+        write_sums(best, num_queries, r_q, scores, stride, n);
     }
 }
 
@@ -250,12 +266,10 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
 ME_INLINE void group_dots(const float *queries, int64_t dim, int64_t begin, int64_t end,
                           const void *const *vectors, const char *const *ahead, __m128 *dots,
                           const int JB, const int kind) {
-    const int element_bytes = kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
     __m256 acc[12]; /* acc[jj * 4 + m], (8 dims) each */
     for (int i = 0; i < 4 * JB; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t d = begin; d < end; d += ME_LANES) {
-        if (ahead && (d * element_bytes) % 64 == 0)
-            for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+        fetch_ahead(ahead, d, JB, kind);
         __m256 values[3];
         for (int jj = 0; jj < JB; jj++) values[jj] = load8(vectors[jj], d, kind);
         for (int m = 0; m < 4; m++) {
@@ -288,7 +302,8 @@ ME_INLINE void grouped_dots(const float *padded, int64_t dim, const void *const 
         for (int64_t d = full; d < dim; d++)
             for (int jj = 0; jj < JB; jj++) {
                 float value = load1(rows[jj], d, kind);
-                for (int m = 0; m < 4 * G; m++) tail[m / 4][jj][m % 4] += padded[m * dim + d] * value;
+                for (int m = 0; m < 4 * G; m++)
+                    tail[m / 4][jj][m % 4] += padded[m * dim + d] * value;
             }
         for (int g = 0; g < G; g++)
             for (int jj = 0; jj < JB; jj++)
@@ -308,16 +323,6 @@ ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const 
                                             : dots[g][jj];
             top[g] = _mm_max_ps(top[g], dot);
         }
-}
-
-/* scores[q][n] = sum over the query's vectors of best[q * r_q + i]. */
-ME_INLINE void write_sums(const float *best, int64_t num_queries, int64_t r_q, float *scores,
-                          int64_t stride, int64_t n) {
-    for (int64_t q = 0; q < num_queries; q++) {
-        float total = 0.0f;
-        for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
-        scores[q * stride + n] = total;
-    }
 }
 
 /* r_c = 1 with 5 to 8 query vectors: tiles of the first vectors of 3 consecutive candidates. */
@@ -365,7 +370,8 @@ ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r
         for (int64_t j = 2 * r_c; j < 2 * r_c + 3; j++) rows[j] = rows[2 * r_c - 1];
         __m128 top[2] = {_mm_set1_ps(-INFINITY), _mm_set1_ps(-INFINITY)};
         int64_t j = 0;
-        for (; j + 3 <= r_c; j += 3) grouped_tile(padded, dim, rows + j, scales + j, top, G, 3, kind);
+        for (; j + 3 <= r_c; j += 3)
+            grouped_tile(padded, dim, rows + j, scales + j, top, G, 3, kind);
         if (r_c - j == 2) grouped_tile(padded, dim, rows + j, scales + j, top, G, 2, kind);
         if (r_c - j == 1) grouped_tile(padded, dim, rows + j, scales + j, top, G, 1, kind);
         float best[8];
@@ -390,11 +396,15 @@ ME_GROUPED_COPY(2, 0) ME_GROUPED_COPY(2, 1) ME_GROUPED_COPY(2, 2) ME_GROUPED_COP
         const float *padded, int64_t num_queries, int64_t r_q, const Layout *layout,             \
         int64_t start, int64_t stop, float *scores, int64_t stride) {                            \
         const int64_t whole = start + (stop - start) / 3 * 3; /* then a tile of 1 or 2 */        \
-        score_grouped_first(padded, num_queries, r_q, layout, start, whole, scores, stride, 3, K); \
-        if (stop - whole == 2)                                                                   \
-            score_grouped_first(padded, num_queries, r_q, layout, whole, stop, scores, stride, 2, K); \
-        if (stop - whole == 1)                                                                   \
-            score_grouped_first(padded, num_queries, r_q, layout, whole, stop, scores, stride, 1, K); \
+        const int rest = (int)(stop - whole);                                                    \
+        score_grouped_first(padded, num_queries, r_q, layout, start, whole, scores, stride, 3,   \
+                            K);                                                                  \
+        if (rest == 2)                                                                           \
+            score_grouped_first(padded, num_queries, r_q, layout, whole, stop, scores, stride,   \
+                                2, K);                                                           \
+        if (rest == 1)                                                                           \
+            score_grouped_first(padded, num_queries, r_q, layout, whole, stop, scores, stride,   \
+                                1, K);                                                           \
     }
 ME_GROUPED_FIRST_COPY(0) ME_GROUPED_FIRST_COPY(1) ME_GROUPED_FIRST_COPY(2) ME_GROUPED_FIRST_COPY(3)
 
@@ -452,7 +462,7 @@ ME_INLINE void plan_tile(const Layout *layout, int64_t r_c, int64_t start, int64
 /* Pack full chunk c (dims 8c .. 8c + 7) of the job's rows. */
 ME_INLINE void pack_chunk(const PackJob *__restrict job, float *__restrict target, int64_t c,
                           const int JB, const int kind) {
-    const int element_bytes = kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
+    const int element_bytes = element_bytes_of(kind);
     const int64_t chunks_per_line = 64 / (ME_LANES * element_bytes);
     if (job->ahead[0] && c % chunks_per_line == 0)
         for (int jj = 0; jj < JB; jj++)
@@ -642,7 +652,8 @@ ME_INLINE void write_transposed(const float *staged, int64_t lanes, int64_t firs
         }
     }
     for (; c < count; c++)
-        for (int q = 0; q < ME_LANES; q++) scores[q * stride + c] = staged[c * lanes + first_lane + q];
+        for (int q = 0; q < ME_LANES; q++)
+            scores[q * stride + c] = staged[c * lanes + first_lane + q];
 }
 
 /*
@@ -763,8 +774,10 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
         return 0;
     }
     if (r_c > 1 && vectors <= 2) {
-#define ME_FEW1(K) score_few_vectors(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, 1, K)
-#define ME_FEW2(K) score_few_vectors(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, 2, K)
+#define ME_FEW(MB, K) \
+    score_few_vectors(queries, num_queries, r_q, layout, r_c, start, stop, scores, stride, MB, K)
+#define ME_FEW1(K) ME_FEW(1, K)
+#define ME_FEW2(K) ME_FEW(2, K)
         if (vectors == 1) { ME_DISPATCH_KIND(ME_FEW1) }
         else { ME_DISPATCH_KIND(ME_FEW2) }
         return 0;
@@ -781,13 +794,12 @@ ME_TARGET static int score_avx2(const float *queries, int64_t num_queries, int64
             return -2;
         }
         memcpy(padded, queries, (size_t)(vectors * dim) * sizeof(float));
-#define ME_GROUPED(K)                                                                           \
-    (G == 1 ? ME_PICK(score_grouped_g1) : ME_PICK(score_grouped_g2))(                           \
-        padded, num_queries, r_q, layout, r_c, start, stop, scores, stride, rows, scales)
         if (r_c == 1)
-            ME_PICK(score_grouped_first)(padded, num_queries, r_q, layout, start, stop, scores, stride);
+            ME_PICK(score_grouped_first)(padded, num_queries, r_q, layout, start, stop, scores,
+                                         stride);
         else
-            ME_GROUPED(kind);
+            (G == 1 ? ME_PICK(score_grouped_g1) : ME_PICK(score_grouped_g2))(
+                padded, num_queries, r_q, layout, r_c, start, stop, scores, stride, rows, scales);
         free(padded);
         free(rows);
         free(scales);

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metaembed.index.codecs import bytes_per_vector
 from metaembed.index.kernel_threads import plain_array, query_matrix, worker_count
 
 __all__ = ["load_library", "score_tiers_native", "single_thread_seconds"]
@@ -70,7 +71,6 @@ def load_library() -> ctypes.CDLL | None:
 # Zen 3), used only to decide whether a search is worth a second thread
 _FLOPS_PER_SECOND = 70e9
 _BYTES_PER_SECOND = 30e9
-_ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
 def single_thread_seconds(
@@ -82,7 +82,7 @@ def single_thread_seconds(
     68
     """
     flops = 2.0 * num_candidates * query_vectors * r_c * dim
-    read_bytes = float(num_candidates * r_c * dim * _ELEMENT_BYTES[dtype])
+    read_bytes = float(num_candidates * r_c * bytes_per_vector(dtype, dim))
     return max(flops / _FLOPS_PER_SECOND, read_bytes / _BYTES_PER_SECOND)
 
 
@@ -123,7 +123,6 @@ def score_tiers_native(
         *(None if array is None else array.ctypes.data for array in used_scales)
     )
     size_array = (ctypes.c_int64 * len(used))(*sizes)
-
     seconds = single_thread_seconds(num_candidates, num_queries * r_q, r_c, dim, dtype)
     # the kernel splits the candidates over its own threads (started and joined inside the
     # call, the GIL released): a Python thread pool cost ~100 us more per search
