@@ -96,9 +96,13 @@ def _assert_same_weights(checkpoint_a, checkpoint_b):
     second = torch.load(checkpoint_b / STATE_FILE, weights_only=False)["model"]
     assert first.keys() == second.keys() and first
     for name in first:
-        # AdamW moves every weight by about lr (1e-3) whatever its gradient's size, so float noise
-        # on near-zero gradients shows up as ~1e-6 differences: 1% of lr is the tolerance.
-        torch.testing.assert_close(first[name], second[name], rtol=1e-4, atol=1e-5, msg=name)
+        # AdamW moves every weight by about lr (1e-3) whatever its gradient's size, so float
+        # noise on a near-zero gradient (summation order differs between one process and two,
+        # and between CPUs) moves that weight visibly: one element of 128 was 1.25e-5 off on an
+        # Intel Xeon. So: almost every element within 1e-6, none beyond 5% of lr.
+        difference = (first[name].float() - second[name].float()).abs()
+        assert difference.max() <= 5e-5, (name, float(difference.max()))
+        assert (difference > 1e-6).float().mean() <= 0.02, (name, difference)
 
 
 def _losses(checkpoint):
