@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The stamp changes with the build inputs: pyproject, setup.py and the C kernel (an editable
-# install compiles src/metaembed/index/_native.c once; a changed kernel needs a reinstall).
-BUILD_INPUTS := pyproject.toml setup.py src/metaembed/index/_native.c
+# install compiles src/metaembed/index/_native*.c once; a changed kernel needs a reinstall).
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard src/metaembed/index/_native*.[ch])
 STAMP := $(VENV)/.installed-$(shell cat $(BUILD_INPUTS) | cksum | cut -d' ' -f1)
 
 .PHONY: venv test test-fast demo demo-train ablations lint bench clean

@@ -32,6 +32,7 @@ import torch
 from metaembed.budget import PAPER_GROUPS, Budget
 from metaembed.index.codecs import STORAGE_DTYPES, bytes_per_vector, encode
 from metaembed.index.kernels import available_backends, score_tiers
+from metaembed.index.kernels_native import instruction_sets, score_tiers_native
 from metaembed.index.multivector import MultiVectorIndex
 from metaembed.index.storage import tier_bounds
 
@@ -139,6 +140,11 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
         for backend in args.backends:
 
             def search(batch: int):
+                if backend.startswith("native-"):  # one instruction set of the C kernel
+                    return score_tiers_native(
+                        queries[:batch, : budget.r_q], view, scales, budget.r_c, dtype,
+                        instruction_set=backend.removeprefix("native-"),
+                    )  # fmt: skip
                 return score_tiers(
                     queries[:batch, : budget.r_q], view, budget.r_c, dtype, scales,
                     backend=backend,
@@ -219,6 +225,14 @@ def print_row(values):
     )
 
 
+def default_backends() -> list[str]:
+    """Every compiled backend, and the native kernel's narrower instruction sets beside it."""
+    names = [name for name in available_backends() if name != "torch"]
+    if "native" in names:
+        names[1:1] = [f"native-{name}" for name in instruction_sets()[1:]]
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,8 +256,9 @@ def main() -> None:
     parser.add_argument(
         "--backends",
         nargs="+",
-        default=[name for name in available_backends() if name != "torch"],
-        help="compiled backends to time side by side (default: all available here)",
+        default=default_backends(),
+        help="compiled backends to time side by side (default: all available here; "
+        "native-avx2 is the C kernel held to AVX2 where it would run AVX-512)",
     )
     parser.add_argument("--torch", action="store_true", help="also time the pure-torch backend")
     parser.add_argument(
@@ -261,7 +276,8 @@ def main() -> None:
     print(
         f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, "
         f"DRAM read {roof['read_gbs']:.1f} GB/s, "
-        f"{args.threads} threads, backends {available_backends()}"
+        f"{args.threads} threads, backends {args.backends}, native kernel instruction sets "
+        f"{instruction_sets()} (the first is 'native')"
     )
     rows: list[dict] = []
     for dim in args.dims:
@@ -285,6 +301,7 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "threads": args.threads,
+            "native_instruction_sets": list(instruction_sets()),
         },
         "roofline_start": roof_first,
         "roofline_end": roof_after,

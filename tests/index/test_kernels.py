@@ -158,7 +158,7 @@ def test_native_library_missing_or_unsupported_means_no_native_backend(monkeypat
 
 
 def test_stale_native_library_is_not_used(monkeypatch, caplog):
-    """A build from before the threaded entry point: warned about, and numba or torch take over."""
+    """A build from before the current entry point: warned about, and numba or torch take over."""
     from metaembed.index import kernels_native
 
     class StaleLibrary:
@@ -181,3 +181,43 @@ def test_native_caps_its_thread_count(rng):
     candidates = normalized(rng, 20_000, 4, 16)
     queries = torch.from_numpy(normalized(rng, 1, 2, 16))
     assert_budgets_match_reference(queries, candidates, "float16", "native", [(2, 4)], (1000,))
+
+
+NATIVE_SETS = []
+if "native" in available_backends():
+    from metaembed.index.kernels_native import instruction_sets
+
+    NATIVE_SETS = list(instruction_sets())
+
+
+@pytest.mark.parametrize("instruction_set", NATIVE_SETS)
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+@pytest.mark.parametrize("dim", [13, 40, 2100])
+def test_every_native_instruction_set_matches_reference(rng, instruction_set, dtype, dim):
+    """Each width of the C kernel (AVX2: 8 floats, AVX-512: 16) in every form and tail."""
+    from metaembed.index.kernels_native import score_tiers_native
+
+    candidates = normalized(rng, 67, 20, dim)
+    queries = torch.from_numpy(normalized(rng, 19, 16, dim))
+    raw_tiers, scales, decoded = tiered(candidates, dtype)
+    budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]
+    budgets += [(3, 2), (5, 9), (6, 16), (8, 19), (16, 1)]
+    for num_queries in (1, 2, 19):  # one query, a pair, a batch with a partial lane block
+        for r_q, r_c in budgets:
+            expected = maxsim(queries[:num_queries], torch.from_numpy(decoded), budget=(r_q, r_c))
+            for threads in (1, 3):
+                got = score_tiers_native(
+                    queries[:num_queries, :r_q], raw_tiers, scales, r_c, dtype, threads,
+                    instruction_set=instruction_set,
+                )  # fmt: skip
+                torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not NATIVE_SETS, reason="native kernel not built here")
+def test_unknown_native_instruction_set_is_named(rng):
+    from metaembed.index.kernels_native import score_tiers_native
+
+    candidates = normalized(rng, 4, 2, 8)
+    queries = torch.from_numpy(normalized(rng, 1, 1, 8))
+    with pytest.raises(ValueError, match=r"instruction_set='neon' is not available here"):
+        score_tiers_native(queries, [candidates], None, 2, "float32", instruction_set="neon")

@@ -7,7 +7,10 @@ into one contiguous range per thread itself (threads started and joined inside
 the call, so none outlives a search and forking stays safe). It needs an
 x86-64 CPU with AVX2, FMA and F16C, checked at run time; elsewhere
 :func:`load_library` returns ``None`` and :mod:`metaembed.index.kernels` uses
-the numba or torch backend. Forms and blocking are described in the C file.
+the numba or torch backend. Where the CPU and OS also support AVX-512F the kernel
+runs its 16-float copy (twice the FLOPs per instruction); :func:`instruction_sets`
+lists what this machine runs and ``instruction_set=`` picks one. Forms and blocking
+are described in ``_native.c``.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import torch
 from metaembed.index.codecs import bytes_per_vector
 from metaembed.index.kernel_threads import plain_array, query_matrix, worker_count
 
-__all__ = ["load_library", "score_tiers_native", "single_thread_seconds"]
+__all__ = ["instruction_sets", "load_library", "score_tiers_native", "single_thread_seconds"]
 
 logger = logging.getLogger(__name__)
 
 MAX_TIERS = 8
 _KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
+_INSTRUCTION_SETS = {"avx512": 2, "avx2": 1}  # widest first; bit values of the C library
 _STATUS = {
-    -1: "this build or CPU has no native kernel (x86-64 with AVX2, FMA and F16C needed)",
+    -1: "this build or CPU has no native kernel for that instruction set (x86-64 with AVX2, "
+    "FMA and F16C needed; AVX-512F for instruction_set='avx512')",
     -2: "the native kernel ran out of memory for its buffers",
     -3: "the native kernel rejected its arguments",
 }
@@ -51,8 +56,8 @@ def load_library() -> ctypes.CDLL | None:
         logger.info("this CPU lacks AVX2/FMA/F16C; the native kernel is disabled")
         return None
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
-    score = getattr(library, "metaembed_native_score_threads", None)
-    if score is None:  # a stale build from before the threaded entry point
+    score = getattr(library, "metaembed_native_score", None)
+    if score is None:  # a stale build from before the current entry point
         logger.warning(
             "metaembed's native kernel at %s is out of date; reinstall metaembed", spec.origin
         )
@@ -62,9 +67,22 @@ def load_library() -> ctypes.CDLL | None:
         pointer, int64, int64, int64,  # queries, num_queries, r_q, dim
         pointer, pointer, pointer, int64,  # tiers, scales, sizes, num_tiers
         int64, ctypes.c_int, int64, int64,  # r_c, kind, start, stop
-        pointer, int64, int64,  # scores, stride, threads
+        pointer, int64, int64, ctypes.c_int,  # scores, stride, threads, instruction set
     ]  # fmt: skip
+    library.metaembed_native_instruction_sets.restype = ctypes.c_int
     return library
+
+
+def instruction_sets() -> tuple[str, ...]:
+    """Instruction sets the native kernel runs with on this machine, widest (the default) first.
+
+    ``()`` when the kernel is not built or the CPU lacks AVX2, FMA and F16C.
+    """
+    library = load_library()
+    if library is None:
+        return ()
+    available = library.metaembed_native_instruction_sets()
+    return tuple(name for name, bit in _INSTRUCTION_SETS.items() if available & bit)
 
 
 # single-thread rates of this kernel on small, cache-resident collections (2-core EPYC VM,
@@ -93,16 +111,23 @@ def score_tiers_native(
     r_c: int,
     dtype: str,
     num_threads: int | None = None,
+    instruction_set: str | None = None,
 ) -> torch.Tensor:
     """Native backend of :func:`metaembed.index.kernels.score_tiers` (same arguments).
 
     ``num_threads`` defaults to ``torch.get_num_threads()``, fewer when the estimated work
     (:func:`single_thread_seconds`) does not pay for starting them; given, it is used as is
-    (up to one thread per 64 candidates).
+    (up to one thread per 64 candidates). ``instruction_set`` is one of
+    :func:`instruction_sets` (default: the widest, ``"avx512"`` where available).
     """
     library = load_library()
     if library is None:
         raise RuntimeError(_STATUS[-1])
+    if instruction_set is not None and instruction_set not in instruction_sets():
+        raise ValueError(
+            f"instruction_set={instruction_set!r} is not available here; this machine runs "
+            f"{instruction_sets()}"
+        )
     num_queries, r_q, dim = query_embeddings.shape
     queries = query_matrix(query_embeddings)  # (M, D)
     raw = np.uint16 if dtype in ("float16", "bfloat16") else None
@@ -126,11 +151,12 @@ def score_tiers_native(
     seconds = single_thread_seconds(num_candidates, num_queries * r_q, r_c, dim, dtype)
     # the kernel splits the candidates over its own threads (started and joined inside the
     # call, the GIL released): a Python thread pool cost ~100 us more per search
-    status = library.metaembed_native_score_threads(
+    status = library.metaembed_native_score(
         queries.ctypes.data, num_queries, r_q, dim,
         tier_pointers, scale_pointers, size_array, len(used),
         r_c, _KINDS[dtype], 0, num_candidates,
         scores.ctypes.data, num_candidates, worker_count(num_candidates, num_threads, seconds),
+        _INSTRUCTION_SETS.get(instruction_set or "", 0),
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(_STATUS.get(status, f"native kernel status {status}"))

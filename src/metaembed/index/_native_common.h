@@ -1,0 +1,208 @@
+/*
+ * Shared by the kernel's translation units (_native.c and one per instruction set): storage
+ * constants, where a candidate vector lives, scalar decoding, and the helpers that do not
+ * depend on the vector width (8-lane horizontal sums and the 8 x 8 transposed write-out are
+ * AVX2 and run unchanged inside the AVX-512 kernel).
+ */
+#ifndef METAEMBED_NATIVE_COMMON_H
+#define METAEMBED_NATIVE_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ME_MAX_TIERS 8
+#define ME_KIND_F32 0
+#define ME_KIND_F16 1
+#define ME_KIND_BF16 2
+#define ME_KIND_I8 3
+#ifndef ME_GROUPED_MAX
+#define ME_GROUPED_MAX 8 /* query vectors up to which r_c > 1 runs in the grouped form */
+#endif
+#ifndef ME_DIM_BLOCK
+#define ME_DIM_BLOCK 256 /* dims per pass of the grouped form */
+#endif
+#define ME_STAGE 64 /* candidates whose scores are staged before being written out */
+#define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define ME_HAVE_AVX2 1
+#include <immintrin.h>
+#define ME_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+/* inlined into both kernels (the AVX-512 one is also compiled for AVX2, FMA and F16C) */
+#define ME_COMMON static inline __attribute__((always_inline)) ME_AVX2_TARGET
+#endif
+
+#if defined(ME_HAVE_AVX2) && !defined(_WIN32)
+#include <pthread.h>
+#define ME_HAVE_THREADS 1
+#endif
+
+#if defined(_WIN32)
+#define ME_EXPORT __declspec(dllexport)
+#else
+#define ME_EXPORT __attribute__((visibility("default")))
+#endif
+
+#ifdef ME_HAVE_AVX2
+
+/* Where candidate vector j lives: tier and position inside the tier. */
+typedef struct {
+    const char *base[ME_MAX_TIERS];
+    const float *scales[ME_MAX_TIERS];
+    int64_t sizes[ME_MAX_TIERS];
+    int64_t element_bytes;
+    int64_t dim;
+    int64_t *tier_of;  /* (r_c,) */
+    int64_t *index_of; /* (r_c,) */
+} Layout;
+
+static inline const void *vector_at(const Layout *layout, int64_t n, int64_t j) {
+    int64_t t = layout->tier_of[j];
+    int64_t row = n * layout->sizes[t] + layout->index_of[j];
+    return layout->base[t] + row * layout->dim * layout->element_bytes;
+}
+
+static inline float scale_at(const Layout *layout, int64_t n, int64_t j) {
+    int64_t t = layout->tier_of[j];
+    return layout->scales[t][n * layout->sizes[t] + layout->index_of[j]];
+}
+
+ME_COMMON float load1(const void *vector, int64_t d, const int kind) {
+    if (kind == ME_KIND_F32) return ((const float *)vector)[d];
+    if (kind == ME_KIND_F16) return _cvtsh_ss(((const uint16_t *)vector)[d]);
+    if (kind == ME_KIND_BF16) {
+        uint32_t bits = (uint32_t)((const uint16_t *)vector)[d] << 16;
+        float value;
+        memcpy(&value, &bits, sizeof value);
+        return value;
+    }
+    return (float)((const int8_t *)vector)[d];
+}
+
+/* Bytes per stored value. */
+ME_COMMON int element_bytes_of(const int kind) {
+    return kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
+}
+
+/* At each cache line of the rows (offset d values), fetch the same line of the `ahead` rows. */
+ME_COMMON void fetch_ahead(const char *const *ahead, int64_t d, const int JB, const int kind) {
+    const int element_bytes = element_bytes_of(kind);
+    if (ahead && (d * element_bytes) % 64 == 0)
+        for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+}
+
+/* (sum a, sum b, sum c, sum d) of four 8-lane accumulators. */
+ME_COMMON __m128 sum4_8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+}
+
+/* scores[q][n] = sum over the query's vectors of best[q * r_q + i]. */
+ME_COMMON void write_sums(const float *best, int64_t num_queries, int64_t r_q, float *scores,
+                          int64_t stride, int64_t n) {
+    for (int64_t q = 0; q < num_queries; q++) {
+        float total = 0.0f;
+        for (int64_t i = 0; i < r_q; i++) total += best[q * r_q + i];
+        scores[q * stride + n] = total;
+    }
+}
+
+/*
+ * Packed candidate rows, as in the packed operand of a GEMM: with W floats per vector register,
+ * a tile of JB rows is stored as (chunks of W dims, JB, W), so the JB values of one dimension
+ * sit at constant offsets from one pointer. Dims past `dim` are zero (the transposed queries are zero there too).
+ *
+ * A "unit" is what one pass of tiles scores: one candidate (r_c > 1, ceil(r_c / JB) tiles of
+ * its vectors) or JB consecutive candidates (r_c = 1, one tile of their first vectors). The
+ * next unit is packed while the current one is scored: each micro-kernel call packs one
+ * chunk of the next unit's tile per chunk it computes, so the stores and conversions run
+ * beside the FMAs instead of in a phase of their own (measured: packing in a separate phase
+ * cost a third of the time at one query, budget (8, 16)).
+ */
+typedef struct {
+    const void *rows[8];  /* stored rows of the tile */
+    float scales[8];      /* int8 scales, else 1 */
+    float *target;        /* packed tile, (chunks, JB, W) */
+    const char *ahead[8]; /* the same rows one unit later, fetched into the cache, or NULL */
+} PackJob;
+
+ME_COMMON const void *tile_row(const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
+                               int64_t unit, int64_t t, int jj, float *scale, const int JB,
+                               const int kind) {
+    int64_t candidate = start + unit, vector = t * JB + jj;
+    if (r_c == 1) {
+        candidate = start + unit * JB + jj < stop ? start + unit * JB + jj : stop - 1;
+        vector = 0;
+    } else if (vector >= r_c) {
+        vector = r_c - 1;
+    }
+    if (scale) *scale = kind == ME_KIND_I8 ? scale_at(layout, candidate, vector) : 1.0f;
+    return vector_at(layout, candidate, vector);
+}
+
+/*
+ * Rows of tile t of unit `unit` (rows past the end repeat the last: a repeat cannot change a
+ * max), and the rows of the unit after it, to fetch ahead while this one is packed.
+ */
+ME_COMMON void plan_tile(const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
+                         int64_t units, int64_t unit, int64_t t, float *target, PackJob *job,
+                         const int JB, const int kind) {
+    for (int jj = 0; jj < JB; jj++) {
+        job->rows[jj] = tile_row(layout, r_c, start, stop, unit, t, jj, &job->scales[jj], JB, kind);
+        job->ahead[jj] = unit + 1 < units
+                             ? tile_row(layout, r_c, start, stop, unit + 1, t, jj, NULL, JB, kind)
+                             : NULL;
+    }
+    job->target = target;
+}
+
+/*
+ * scores[q][c] = staged[c * lanes + first_lane + q] for 8 queries and `count` candidates:
+ * 8 x 8 blocks transposed in registers, then stored as whole rows of candidates.
+ */
+ME_COMMON void write_transposed(const float *staged, int64_t lanes, int64_t first_lane,
+                                int64_t count, float *scores, int64_t stride) {
+    int64_t c = 0;
+    for (; c + 8 <= count; c += 8) {
+        __m256 r[8], t[8], u[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(staged + (c + i) * lanes + first_lane);
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 4; i++) {
+            _mm256_storeu_ps(scores + i * stride + c, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+            _mm256_storeu_ps(scores + (i + 4) * stride + c,
+                             _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+        }
+    }
+    for (; c < count; c++)
+        for (int q = 0; q < 8; q++)
+            scores[q * stride + c] = staged[c * lanes + first_lane + q];
+}
+
+#define ME_DISPATCH_KIND(call)                      \
+    switch (kind) {                                 \
+        case ME_KIND_F32: call(ME_KIND_F32); break; \
+        case ME_KIND_F16: call(ME_KIND_F16); break; \
+        case ME_KIND_BF16: call(ME_KIND_BF16); break; \
+        default: call(ME_KIND_I8); break;           \
+    }
+
+/* One instruction set's kernel for candidates [start, stop) on the calling thread. */
+#define ME_RANGE_ARGS                                                                        \
+    const float *queries, int64_t num_queries, int64_t r_q, Layout *layout, int64_t r_c,       \
+        int kind, int64_t start, int64_t stop, float *scores, int64_t stride
+__attribute__((visibility("hidden"))) int metaembed_score_range_avx2(ME_RANGE_ARGS);
+__attribute__((visibility("hidden"))) int metaembed_score_range_avx512(ME_RANGE_ARGS);
+
+#endif /* ME_HAVE_AVX2 */
+#endif /* METAEMBED_NATIVE_COMMON_H */
