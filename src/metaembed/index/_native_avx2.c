@@ -37,6 +37,7 @@ ME_INLINE __m256 load_lanes(const void *vector, int64_t d, const int kind) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
 }
 
+#define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
 #define ME_PACKED_FEW 0 /* measured on Zen 3: the grouped form is faster at 8 lanes */
 
 /* P consecutive floats repeated across the register (P = 1, 2 or 4). */

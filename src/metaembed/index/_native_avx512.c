@@ -43,6 +43,9 @@ ME_INLINE __m512 load_lanes(const void *vector, int64_t d, const int kind) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
 }
 
+/* transposed query floats kept hot per pass: a batch's candidates are read once per pass, and
+   with 2 MiB of L2 a 1 MiB group beat 128 KiB by 1.17x (16 queries, 16x64, D = 1024) */
+#define ME_QUERY_GROUP_BYTES (1024 * 1024)
 #define ME_PACKED_FEW 1
 
 /* P consecutive floats repeated across the register (P = 1, 2 or 4). */

@@ -24,7 +24,6 @@
 #define ME_DIM_BLOCK 256 /* dims per pass of the grouped form */
 #endif
 #define ME_STAGE 64 /* candidates whose scores are staged before being written out */
-#define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define ME_HAVE_AVX2 1

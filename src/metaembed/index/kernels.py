@@ -13,8 +13,8 @@ reading only the tiers that hold the first ``r_c`` vectors. Design choices:
   and numpy's/torch's own half -> float conversion at about 0.4 GB/s here, so
   decoding uses bit operations (``(h & 0x7fff) << 13 | sign``, times 2^112);
 * three backends, the fastest available chosen automatically: ``"native"`` (a C
-  kernel with AVX2/FMA/F16C built by ``pip install``, all cores, see
-  :mod:`metaembed.index.kernels_native`), ``"numba"`` (compiled on first use, any
+  kernel with AVX2/FMA/F16C, and AVX-512F where present, built by ``pip install``,
+  all cores, see :mod:`metaembed.index.kernels_native`), ``"numba"`` (compiled on first use, any
   CPU numba supports, :mod:`metaembed.index.kernels_numba`) and ``"torch"``
   (pure torch, also the CUDA path when the tiers are CUDA tensors);
 * memory is bounded by the block size, independent of the number of candidates;
@@ -279,6 +279,8 @@ def merge_top_k(
     """
     take = min(k, scores.shape[1])
     chunk_scores, positions = torch.topk(scores, take, dim=1)  # (Nq, take)
+    if take == k and bool(torch.isneginf(best_scores[:, 0]).all()):  # nothing held yet
+        return chunk_scores, chunk_ids[positions]
     all_scores = torch.cat([best_scores, chunk_scores], dim=1)  # (Nq, k + take)
     all_ids = torch.cat([best_ids, chunk_ids[positions]], dim=1)  # (Nq, k + take)
     top_scores, order = torch.topk(all_scores, k, dim=1)  # (Nq, k)

@@ -1,6 +1,6 @@
-"""Compiled C (AVX2, FMA, F16C) budgeted MaxSim over tiered storage: the fastest CPU backend.
+"""Compiled C budgeted MaxSim over tiered storage (AVX2 or AVX-512): the fastest CPU backend.
 
-The kernel is ``_native.c`` next to this file, built by ``pip install`` as an
+The kernel is ``_native*.c`` next to this file, built by ``pip install`` as an
 optional extension (an install without a C compiler still succeeds) and called
 through :mod:`ctypes`, which releases the GIL; the kernel splits the candidates
 into one contiguous range per thread itself (threads started and joined inside
