@@ -111,7 +111,8 @@ ME_COMMON void write_sums(const float *best, int64_t num_queries, int64_t r_q, f
 /*
  * Packed candidate rows, as in the packed operand of a GEMM: with W floats per vector register,
  * a tile of JB rows is stored as (chunks of W dims, JB, W), so the JB values of one dimension
- * sit at constant offsets from one pointer. Dims past `dim` are zero (the transposed queries are zero there too).
+ * sit at constant offsets from one pointer. Dims past `dim` are zero (the transposed queries
+ * are zero there too).
  *
  * A "unit" is what one pass of tiles scores: one candidate (r_c > 1, ceil(r_c / JB) tiles of
  * its vectors) or JB consecutive candidates (r_c = 1, one tile of their first vectors). The

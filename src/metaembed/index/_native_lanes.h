@@ -318,8 +318,9 @@ ME_INLINE void pack_tile(const PackJob *job, int64_t dim, const int JB, const in
  *
  * P > 1 (1 x 8 tiles only): a query block holds ME_W / P query vectors with P consecutive dims
  * each (lane i * P + p: vector i, dim p of the step), so each broadcast carries P candidate
- * values and a step covers P dims; the P lanes of a vector are summed before the max. This
- * fills the lanes when one query has few vectors (r_q = 8 on 16 lanes: P = 2).
+ * values and a step covers P dims; the P lanes of a vector are summed before the max (or the
+ * store, at r_c = 1). This fills the lanes when a call has few query vectors (r_q = 8 on 16
+ * lanes: P = 2).
  */
 #define ME_ZERO V_ZERO()
 #define ME_FMA(acc, query, values, jj, k, P) \
@@ -465,8 +466,9 @@ ME_TILE_1X8_COPIES(4)
 
 /*
  * Scores of queries [first_query, first_query + group_queries) for candidates [start, stop).
- * JB = 8 with a single ME_W-lane block of query vectors (1 x 8 tiles), else 4 (2 x 4 tiles for pairs of blocks, 1 x 4 for an odd last block). packed: two units' worth of packed tiles.
- * P: dims per lane group (1, or 2 and 4 with a single block and r_c > 1).
+ * JB = 8 with a single ME_W-lane block of query vectors (1 x 8 tiles), else 4 (2 x 4 tiles for
+ * pairs of blocks, 1 x 4 for an odd last block). packed: two units' worth of packed tiles.
+ * P: dims per lane group (1, or 2 and 4 with a single block).
  */
 ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t group_queries,
                            int64_t r_q, const Layout *layout, int64_t r_c, int64_t start,
@@ -608,8 +610,9 @@ ME_TARGET int ME_RANGE_NAME(ME_RANGE_ARGS) {
         return 0;
     }
     /* one block of lane groups (P dims each) for a few query vectors, where the width has
-       lanes to spare (AVX-512: 3 to 8 vectors); else the grouped dims-along-lanes form */
-    const int P = ME_PACKED_FEW && r_c > 1 && vectors > 2 && vectors <= ME_W / 2
+       lanes to spare (AVX-512: 3 to 8 vectors, or 5 to 8 at r_c = 1); else the grouped
+       dims-along-lanes form */
+    const int P = ME_PACKED_FEW && vectors <= ME_W / 2 && vectors > (r_c > 1 ? 2 : 4)
                       ? (vectors <= ME_W / 4 ? 4 : 2)
                       : 1;
     if (P == 1 && vectors <= ME_GROUPED_MAX) { /* r_c > 1, or r_c = 1 with 5-8 vectors */
