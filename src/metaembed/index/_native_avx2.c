@@ -38,25 +38,12 @@ ME_INLINE __m256 load_lanes(const void *vector, int64_t d, const int kind) {
 }
 
 #define ME_QUERY_GROUP_BYTES (128 * 1024) /* transposed query floats kept hot per pass */
-#define ME_PACKED_FEW 0 /* measured on Zen 3: the grouped form is faster at 8 lanes */
+#define ME_PACKED_FEW 0 /* lane groups only at 16 lanes: at 8 the grouped form was measured */
 
-/* P consecutive floats repeated across the register (P = 1, 2 or 4). */
-ME_INLINE __m256 broadcast_group(const float *values, const int P) {
-    if (P == 1) return V_BCAST(values);
-    if (P == 2) { /* set1 of a double from memory: one broadcast load, no shuffle uop */
-        double pair;
-        memcpy(&pair, values, sizeof pair);
-        return _mm256_castpd_ps(_mm256_set1_pd(pair));
-    }
-    return _mm256_broadcast_ps((const __m128 *)values);
-}
-
-/* Each lane group of P lanes (P = 2 or 4) replaced by its sum. */
-ME_INLINE __m256 fold_groups(__m256 v, const int P) {
-    v = _mm256_add_ps(v, _mm256_permute_ps(v, 0xB1)); /* swap neighbours */
-    if (P == 4) v = _mm256_add_ps(v, _mm256_permute_ps(v, 0x4E)); /* swap pairs */
-    return v;
-}
+#define V_ADD(a, b) _mm256_add_ps(a, b)
+#define V_PERMUTE(v, imm) _mm256_permute_ps(v, imm) /* within 128-bit lanes */
+#define V_SET1_PD(x) _mm256_castpd_ps(_mm256_set1_pd(x))
+#define V_BCAST4(p) _mm256_broadcast_ps((const __m128 *)(p))
 
 #include "_native_lanes.h"
 #endif

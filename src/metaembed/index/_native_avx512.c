@@ -48,23 +48,10 @@ ME_INLINE __m512 load_lanes(const void *vector, int64_t d, const int kind) {
 #define ME_QUERY_GROUP_BYTES (1024 * 1024)
 #define ME_PACKED_FEW 1
 
-/* P consecutive floats repeated across the register (P = 1, 2 or 4). */
-ME_INLINE __m512 broadcast_group(const float *values, const int P) {
-    if (P == 1) return V_BCAST(values);
-    if (P == 2) { /* set1 of a double from memory: one broadcast load, no shuffle uop */
-        double pair;
-        memcpy(&pair, values, sizeof pair);
-        return _mm512_castpd_ps(_mm512_set1_pd(pair));
-    }
-    return _mm512_broadcast_f32x4(_mm_loadu_ps(values));
-}
-
-/* Each lane group of P lanes (P = 2 or 4) replaced by its sum. */
-ME_INLINE __m512 fold_groups(__m512 v, const int P) {
-    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1)); /* swap neighbours */
-    if (P == 4) v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E)); /* swap pairs */
-    return v;
-}
+#define V_ADD(a, b) _mm512_add_ps(a, b)
+#define V_PERMUTE(v, imm) _mm512_permute_ps(v, imm) /* within 128-bit lanes */
+#define V_SET1_PD(x) _mm512_castpd_ps(_mm512_set1_pd(x))
+#define V_BCAST4(p) _mm512_broadcast_f32x4(_mm_loadu_ps(p))
 
 #include "_native_lanes.h"
 #endif

@@ -9,10 +9,30 @@
  *   V_FMA(a, b, c) V_MAX(a, b) V_MUL(a, b)
  *   load_lanes(vector, d, kind)  ME_W stored values from offset d as float32 (int8 unscaled)
  *   to_8(v)                    a VEC folded to 8 lanes whose sum is the sum of v's lanes
+ *   V_ADD(a, b) V_PERMUTE(v, imm) V_SET1_PD(x) V_BCAST4(p)   for the lane groups
+ *   ME_PACKED_FEW, ME_QUERY_GROUP_BYTES   whether lane groups are used; queries per pass
  *
  * The forms (described in _native.c) are the same at both widths: a "chunk" is ME_W dims in
  * the dims-along-lanes forms, and a query block is ME_W query vectors in the packed form.
  */
+
+/* P consecutive floats repeated across the register (P = 1, 2 or 4). */
+ME_INLINE VEC broadcast_group(const float *values, const int P) {
+    if (P == 1) return V_BCAST(values);
+    if (P == 2) { /* set1 of a double from memory: one broadcast load, no shuffle uop */
+        double pair;
+        memcpy(&pair, values, sizeof pair);
+        return V_SET1_PD(pair);
+    }
+    return V_BCAST4(values);
+}
+
+/* Each lane group of P lanes (P = 2 or 4) replaced by its sum. */
+ME_INLINE VEC fold_groups(VEC v, const int P) {
+    v = V_ADD(v, V_PERMUTE(v, 0xB1)); /* swap neighbours */
+    if (P == 4) v = V_ADD(v, V_PERMUTE(v, 0x4E)); /* swap pairs */
+    return v;
+}
 
 /* (sum a, sum b, sum c, sum d) of four accumulators. */
 ME_INLINE __m128 sum4_lanes(VEC a, VEC b, VEC c, VEC d) {
