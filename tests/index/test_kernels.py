@@ -45,17 +45,28 @@ COMPILED = [name for name in available_backends() if name != "torch"]
 
 
 def assert_budgets_match_reference(
-    queries, candidates, dtype, backend, budgets, threads=(None,), atol=2e-5
+    queries, candidates, dtype, backend, budgets, threads=(None,), atol=2e-5, instruction_set=None
 ):
-    """Every (r_q, r_c) and thread count: ``score_tiers`` equals maxsim on the decoded tiers."""
+    """Every (r_q, r_c) and thread count: ``score_tiers`` equals maxsim on the decoded tiers.
+
+    With ``instruction_set``, the native kernel held to that instruction set is checked.
+    """
     raw_tiers, scales, decoded = tiered(candidates, dtype)
     for r_q, r_c in budgets:
         expected = maxsim(queries, torch.from_numpy(decoded), budget=(r_q, r_c))
         for count in threads:
-            got = score_tiers(
-                queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
-                num_threads=count,
-            )  # fmt: skip
+            if instruction_set is not None:
+                from metaembed.index.kernels_native import score_tiers_native
+
+                got = score_tiers_native(
+                    queries[:, :r_q], raw_tiers, scales, r_c, dtype, count,
+                    instruction_set=instruction_set,
+                )  # fmt: skip
+            else:
+                got = score_tiers(
+                    queries[:, :r_q], raw_tiers, r_c, dtype, scales, backend=backend,
+                    num_threads=count,
+                )  # fmt: skip
             torch.testing.assert_close(got, expected, atol=atol, rtol=1e-5)
 
 
@@ -195,22 +206,15 @@ if "native" in available_backends():
 @pytest.mark.parametrize("dim", [13, 40, 2100])
 def test_every_native_instruction_set_matches_reference(rng, instruction_set, dtype, dim):
     """Each width of the C kernel (AVX2: 8 floats, AVX-512: 16) in every form and tail."""
-    from metaembed.index.kernels_native import score_tiers_native
-
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
-    raw_tiers, scales, decoded = tiered(candidates, dtype)
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]
     budgets += [(3, 2), (5, 9), (6, 16), (8, 19), (16, 1)]
     for num_queries in (1, 2, 19):  # one query, a pair, a batch with a partial lane block
-        for r_q, r_c in budgets:
-            expected = maxsim(queries[:num_queries], torch.from_numpy(decoded), budget=(r_q, r_c))
-            for threads in (1, 3):
-                got = score_tiers_native(
-                    queries[:num_queries, :r_q], raw_tiers, scales, r_c, dtype, threads,
-                    instruction_set=instruction_set,
-                )  # fmt: skip
-                torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-5)
+        assert_budgets_match_reference(
+            queries[:num_queries], candidates, dtype, "native", budgets, (1, 3), atol=5e-5,
+            instruction_set=instruction_set,
+        )  # fmt: skip
 
 
 @pytest.mark.skipif(not NATIVE_SETS, reason="native kernel not built here")
