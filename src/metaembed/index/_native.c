@@ -14,8 +14,8 @@
  * compiled twice, by _native_avx2.c (8 floats) and _native_avx512.c (16 floats);
  * _native_common.h holds what both need. Computation is float32 at both widths.
  *
- * Two forms, chosen by r_c and M = num_queries * r_q, the query vectors of one call (W below
- * is the vector width, 8 or 16 floats):
+ * Forms, chosen by r_c and M = num_queries * r_q, the query vectors of one call (W below is
+ * the vector width, 8 or 16 floats):
  *
  * - "dims along lanes" (M <= 8, the memory-bound budgets and one query up to (8, 16)): stored
  *   values are decoded W at a time straight from the tier inside the dot product (no
@@ -32,7 +32,12 @@
  *   of W-lane accumulators are updated with one broadcast candidate value per FMA (an outer
  *   product: no horizontal sums, and the max over candidate vectors is a lane-wise max). The
  *   next candidate is packed inside the micro-kernel loop and the one after is prefetched;
- *   per-lane results are staged and written out through 8x8 transposes.
+ *   per-lane results are staged and written out through 8x8 transposes. With one block of
+ *   query vectors the next tile (not the next candidate) is packed alongside;
+ * - "lane groups" (AVX-512 only: 3-8 query vectors at r_c > 1, 5-8 at r_c = 1): the packed
+ *   form with P = 2 or 4 consecutive dims per query vector in one 16-lane block, so each
+ *   broadcast carries P candidate values and no lane idles; the P lanes are summed before
+ *   the max. At 8 lanes these shapes stay in the grouped dims-along-lanes form.
  *
  * A candidate vector tile that runs past r_c repeats the last vector (a repeated vector
  * cannot change a max); with r_c = 1, several candidates fill a tile instead (from separate

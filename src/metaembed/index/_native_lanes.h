@@ -475,8 +475,10 @@ ME_TILE_COPIES(tile_2x4)
 #define ME_TILE_1X8_COPIES(P) \
     ME_TILE_1X8_COPY(P, 0) ME_TILE_1X8_COPY(P, 1) ME_TILE_1X8_COPY(P, 2) ME_TILE_1X8_COPY(P, 3)
 ME_TILE_1X8_COPIES(1)
+#if ME_PACKED_FEW /* lane groups: only the widths that use them compile these copies */
 ME_TILE_1X8_COPIES(2)
 ME_TILE_1X8_COPIES(4)
+#endif
 
 #define ME_PICK(SHAPE)                                                       \
     (kind == 0 ? SHAPE##_k0 : kind == 1 ? SHAPE##_k1 : kind == 2 ? SHAPE##_k2 : SHAPE##_k3)
@@ -561,12 +563,14 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
                 const float *query = transposed + b * block_stride;
                 if (pair)
                     ME_PICK(tile_2x4)(query, block_stride, dim, tile, top, out, lanes, alongside);
+#if ME_PACKED_FEW
                 else if (JB == 8 && P == 4)
                     ME_PICK(tile_1x8_p4)(query, block_stride, dim, tile, top, out, lanes,
                                          alongside);
                 else if (JB == 8 && P == 2)
                     ME_PICK(tile_1x8_p2)(query, block_stride, dim, tile, top, out, lanes,
                                          alongside);
+#endif
                 else if (JB == 8)
                     ME_PICK(tile_1x8_p1)(query, block_stride, dim, tile, top, out, lanes,
                                          alongside);
