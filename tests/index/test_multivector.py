@@ -226,4 +226,5 @@ def test_device_resident_tiers_match_mapped_search(tmp_path, corpus, dtype, back
             resident.search(queries, k=6, budget=budget),
         )
         np.testing.assert_array_equal(got.ids, expected.ids)
-        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
+        # the two may run different kernels (AMX's split bfloat16 products: within 2^-18)
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5, rtol=1e-5)

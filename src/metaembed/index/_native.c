@@ -3,8 +3,9 @@
  *
  *   scores[q, n] = sum_{i < r_q} max_{j < r_c} <query[q, i], candidate[n, j]>
  *
- * x86-64 with AVX2, FMA and F16C (checked at run time by metaembed_native_supported), and
- * AVX-512F where the CPU and OS have it; every other platform builds a stub that reports
+ * x86-64 with AVX2, FMA and F16C (checked at run time by metaembed_native_supported),
+ * AVX-512F where the CPU and OS have it, and AMX tiles (_native_amx.c: Linux on Xeon since
+ * Sapphire Rapids) for the shapes where they pay (amx_pays below); every other platform builds a stub that reports
  * itself unsupported, and the Python side falls back to the numba or torch backend. Loaded
  * with ctypes (the calls release the GIL); the Python module object exists only so that
  * setuptools can build and install these files.
@@ -12,7 +13,8 @@
  * Files: this one checks the CPU, splits the candidates over threads and exports the entry
  * points; _native_lanes.h is the kernel, written once for a vector of ME_W floats and
  * compiled twice, by _native_avx2.c (8 floats) and _native_avx512.c (16 floats);
- * _native_common.h holds what both need. Computation is float32 at both widths.
+ * _native_common.h holds what both need. Computation is float32 at both widths; the AMX copy
+ * multiplies bfloat16 parts of split inputs and sums in float32 (within 2^-18 per product).
  *
  * Forms, chosen by r_c and M = num_queries * r_q, the query vectors of one call (W below is
  * the vector width, 8 or 16 floats):
@@ -60,13 +62,16 @@ ME_EXPORT int metaembed_native_supported(void) {
 
 #define ME_ISA_AVX2 1
 #define ME_ISA_AVX512 2
+#define ME_ISA_AMX 4
 
-/* The instruction sets this CPU and OS can run the kernel with: ME_ISA_AVX2 | ME_ISA_AVX512. */
+/* The instruction sets this CPU and OS can run the kernel with: ME_ISA_* bits. */
 ME_EXPORT int metaembed_native_instruction_sets(void) {
     if (!metaembed_native_supported()) return 0;
 #ifdef ME_HAVE_AVX2
     /* libgcc's check includes the OS's support for the AVX-512 register state (XCR0) */
-    return ME_ISA_AVX2 | (__builtin_cpu_supports("avx512f") ? ME_ISA_AVX512 : 0);
+    const int avx512 = __builtin_cpu_supports("avx512f");
+    return ME_ISA_AVX2 | (avx512 ? ME_ISA_AVX512 : 0) |
+           (avx512 && metaembed_amx_usable() ? ME_ISA_AMX : 0);
 #else
     return 0;
 #endif
@@ -91,6 +96,21 @@ static void *run_range(void *argument) {
 }
 
 #define ME_MAX_THREADS 256
+
+/*
+ * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (measured side by
+ * side, 2-core Xeon, N = 100k at D = 128 and 20k at D = 1024; docs/index.md): with two or more
+ * column blocks of 16 query vectors (batches) the tiles win 1.4-4.8x from (2, 4) up; for one
+ * query, where each decoded candidate is used by one block, only where the FMA copy decodes
+ * slowly: int8 from 8 vectors at r_c >= 16 (1.0-1.5x) and bfloat16 at (16, 64) (1.2-1.3x).
+ * float16 needs a three-part split and stays on the FMAs for one query.
+ */
+static int amx_pays(int kind, int64_t vectors, int64_t r_c) {
+    if (kind == ME_KIND_F32) return 0;
+    if (vectors >= 32) return 1;
+    if (kind == ME_KIND_I8) return vectors >= 8 && r_c >= 16;
+    return kind == ME_KIND_BF16 && vectors >= 16 && r_c >= 64;
+}
 #endif
 
 /*
@@ -113,11 +133,17 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
                                      int64_t threads, int isa) {
 #ifdef ME_HAVE_AVX2
     const int available = metaembed_native_instruction_sets();
-    if (isa == 0) isa = available & ME_ISA_AVX512 ? ME_ISA_AVX512 : ME_ISA_AVX2;
-    if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512) || !(available & isa))
+    if (isa == 0) /* the widest, and AMX only for the shapes where it pays */
+        isa = available & ME_ISA_AMX && amx_pays(kind, num_queries * r_q, r_c)
+                  ? ME_ISA_AMX
+                  : available & ME_ISA_AVX512 ? ME_ISA_AVX512 : ME_ISA_AVX2;
+    if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX) ||
+        !(available & isa))
         return -1;
-    int (*range)(ME_RANGE_ARGS) =
-        isa == ME_ISA_AVX512 ? metaembed_score_range_avx512 : metaembed_score_range_avx2;
+    if (isa == ME_ISA_AMX && kind == ME_KIND_F32) isa = ME_ISA_AVX512; /* see _native_amx.c */
+    int (*range)(ME_RANGE_ARGS) = isa == ME_ISA_AMX      ? metaembed_score_range_amx
+                                  : isa == ME_ISA_AVX512 ? metaembed_score_range_avx512
+                                                         : metaembed_score_range_avx2;
     if (num_tiers < 1 || num_tiers > ME_MAX_TIERS || r_c < 1 || dim < 1 || r_q < 1 ||
         kind < 0 || kind > ME_KIND_I8 || threads < 1)
         return -3;

@@ -203,6 +203,10 @@ ME_COMMON void write_transposed(const float *staged, int64_t lanes, int64_t firs
         int kind, int64_t start, int64_t stop, float *scores, int64_t stride
 __attribute__((visibility("hidden"))) int metaembed_score_range_avx2(ME_RANGE_ARGS);
 __attribute__((visibility("hidden"))) int metaembed_score_range_avx512(ME_RANGE_ARGS);
+__attribute__((visibility("hidden"))) int metaembed_score_range_amx(ME_RANGE_ARGS);
 
 #endif /* ME_HAVE_AVX2 */
+
+/* Whether the CPU and OS run the AMX copy (_native_amx.c; 0 on every other platform). */
+__attribute__((visibility("hidden"))) int metaembed_amx_usable(void);
 #endif /* METAEMBED_NATIVE_COMMON_H */

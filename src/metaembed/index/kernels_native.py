@@ -8,9 +8,13 @@ the call, so none outlives a search and forking stays safe). It needs an
 x86-64 CPU with AVX2, FMA and F16C, checked at run time; elsewhere
 :func:`load_library` returns ``None`` and :mod:`metaembed.index.kernels` uses
 the numba or torch backend. Where the CPU and OS also support AVX-512F the kernel
-runs its 16-float copy (twice the FLOPs per instruction); :func:`instruction_sets`
-lists what this machine runs and ``instruction_set=`` picks one. Forms and blocking
-are described in ``_native.c``.
+runs its 16-float copy (twice the FLOPs per instruction), and where they support
+AMX (Xeon since Sapphire Rapids, Linux) its tile copy for the shapes where that
+pays (batches of queries; one query on int8 and bfloat16 storage at large
+budgets): bfloat16 tile products of split inputs, within 2^-18 of float32 per
+product. :func:`instruction_sets` lists what this machine runs and
+``instruction_set=`` holds the kernel to one. Forms and blocking are described
+in ``_native.c`` and ``_native_amx.c``.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ logger = logging.getLogger(__name__)
 
 MAX_TIERS = 8
 _KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
-_INSTRUCTION_SETS = {"avx512": 2, "avx2": 1}  # widest first; bit values of the C library
+_INSTRUCTION_SETS = {"amx": 4, "avx512": 2, "avx2": 1}  # widest first; bit values of the C library
 _STATUS = {
     -1: "this build or CPU has no native kernel for that instruction set (x86-64 with AVX2, "
-    "FMA and F16C needed; AVX-512F for instruction_set='avx512')",
+    "FMA and F16C needed; AVX-512F for instruction_set='avx512'; AMX-BF16 and AVX512-BF16 on "
+    "Linux for instruction_set='amx')",
     -2: "the native kernel ran out of memory for its buffers",
     -3: "the native kernel rejected its arguments",
 }
@@ -74,7 +79,7 @@ def load_library() -> ctypes.CDLL | None:
 
 
 def instruction_sets() -> tuple[str, ...]:
-    """Instruction sets the native kernel runs with on this machine, widest (the default) first.
+    """Instruction sets the native kernel runs with on this machine, widest first.
 
     ``()`` when the kernel is not built or the CPU lacks AVX2, FMA and F16C.
     """
@@ -118,7 +123,10 @@ def score_tiers_native(
     ``num_threads`` defaults to ``torch.get_num_threads()``, fewer when the estimated work
     (:func:`single_thread_seconds`) does not pay for starting them; given, it is used as is
     (up to one thread per 64 candidates). ``instruction_set`` is one of
-    :func:`instruction_sets` (default: the widest, ``"avx512"`` where available).
+    :func:`instruction_sets`; by default the kernel picks per call: AMX where available
+    and faster for the shape, else the widest vector copy (``"avx512"`` where available).
+    ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
+    bfloat16 parts).
     """
     library = load_library()
     if library is None:
