@@ -29,7 +29,17 @@
  */
 #include "_native_common.h"
 
-#if defined(ME_HAVE_AVX2) && defined(__linux__)
+/* AMX intrinsics and cpu_supports("amx-tile") need GCC 12 or clang 16; older compilers
+   build the other copies and report AMX unavailable */
+#if defined(__clang__)
+#define ME_AMX_COMPILER (__clang_major__ >= 16)
+#elif defined(__GNUC__)
+#define ME_AMX_COMPILER (__GNUC__ >= 12)
+#else
+#define ME_AMX_COMPILER 0
+#endif
+
+#if defined(ME_HAVE_AVX2) && defined(__linux__) && ME_AMX_COMPILER
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -186,9 +196,9 @@ ME_AMX_INLINE void decode_rows(const char *source, int64_t rows, int64_t dim, in
 
 /*
  * Work spread over the tile steps of the current block: decoding the next block's rows and
- * fetching the block after it into the cache, a share per step (measured on the 2-core Xeon:
- * within 5% of decoding in a phase of its own; the decoding's own vector work, not waiting,
- * is what one query spends its time on).
+ * fetching the block after it into the cache, a share per step (on the 2-core Xeon this
+ * measured no faster than decoding in a phase of its own, within run-to-run noise: the
+ * decoding's vector work, not waiting on memory, is what one query spends its time on).
  */
 typedef struct {
     Run *runs, *later; /* the next block's stretches; the one after it's */
