@@ -100,9 +100,9 @@ static void *run_range(void *argument) {
 /*
  * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (measured side by
  * side, 2-core Xeon, N = 100k at D = 128 and 20k at D = 1024; docs/index.md): with two or more
- * column blocks of 16 query vectors (batches) the tiles win 1.4-4.8x from (2, 4) up; for one
+ * column blocks of 16 query vectors (batches) the tiles win 1.1-4.8x from (2, 4) up; for one
  * query, where each decoded candidate is used by one block, only where the FMA copy decodes
- * slowly: int8 from 8 vectors at r_c >= 16 (1.0-1.5x) and bfloat16 at (16, 64) (1.2-1.3x).
+ * slowly: int8 from 8 vectors at r_c >= 16 (1.0-1.7x) and bfloat16 at (16, 64) (1.2-1.3x).
  * float16 needs a three-part split and stays on the FMAs for one query.
  */
 static int amx_pays(int kind, int64_t vectors, int64_t r_c) {
