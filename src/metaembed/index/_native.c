@@ -5,16 +5,17 @@
  *
  * x86-64 with AVX2, FMA and F16C (checked at run time by metaembed_native_supported),
  * AVX-512F where the CPU and OS have it, and AMX tiles (_native_amx.c: Linux on Xeon since
- * Sapphire Rapids) for the shapes where they pay (amx_pays below); every other platform builds a stub that reports
- * itself unsupported, and the Python side falls back to the numba or torch backend. Loaded
- * with ctypes (the calls release the GIL); the Python module object exists only so that
- * setuptools can build and install these files.
+ * Sapphire Rapids) for the shapes where they pay (amx_pays below); every other platform
+ * builds a stub that reports itself unsupported, and the Python side falls back to the numba
+ * or torch backend. Loaded with ctypes (the calls release the GIL); the Python module object
+ * exists only so that setuptools can build and install these files.
  *
- * Files: this one checks the CPU, splits the candidates over threads and exports the entry
- * points; _native_lanes.h is the kernel, written once for a vector of ME_W floats and
- * compiled twice, by _native_avx2.c (8 floats) and _native_avx512.c (16 floats);
- * _native_common.h holds what both need. Computation is float32 at both widths; the AMX copy
- * multiplies bfloat16 parts of split inputs and sums in float32 (within 2^-18 per product).
+ * Files: this one checks the CPU, picks the copy, splits the candidates over threads and
+ * exports the entry points; _native_amx.c is the AMX copy; _native_lanes.h is the vector
+ * kernel, written once for a vector of ME_W floats and compiled twice, by _native_avx2.c
+ * (8 floats) and _native_avx512.c (16 floats); _native_common.h holds what they all need.
+ * Computation is float32 at both widths; the AMX copy multiplies bfloat16 parts of split
+ * inputs and sums in float32 (within 2^-18 per product).
  *
  * Forms, chosen by r_c and M = num_queries * r_q, the query vectors of one call (W below is
  * the vector width, 8 or 16 floats):
@@ -98,18 +99,18 @@ static void *run_range(void *argument) {
 #define ME_MAX_THREADS 256
 
 /*
- * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (measured side by
- * side, 2-core Xeon, N = 100k at D = 128 and 20k at D = 1024; docs/index.md): with two or more
- * column blocks of 16 query vectors (batches) the tiles win 1.1-4.8x from (2, 4) up; for one
- * query, where each decoded candidate is used by one block, only where the FMA copy decodes
- * slowly: int8 from 8 vectors at r_c >= 16 (1.0-1.7x) and bfloat16 at (16, 64) (1.2-1.3x).
- * float16 needs a three-part split and stays on the FMAs for one query.
+ * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (C-harness runs side
+ * by side on the 2-core Xeon, N = 100k at D = 128 and 20k at D = 1024; docs/index.md). From
+ * one column block of 16 query vectors at r_c >= 4 (batches from (2, 4): 1.1-4.8x, eight
+ * queries at (2, 4) 1.9-2.1x; one query at r_q = 16, r_c >= 16: 1.03-1.21x); at r_c = 1 only
+ * at large dims (D = 1024, 16-32 vectors: 1.2-1.4x; D = 128: 0.5-0.94x, the decoding is not
+ * amortised over the few products); below 16 vectors only int8 from 8 vectors at r_c >= 16,
+ * which the FMA copy decodes slowly (1.0-1.7x; float16 and bfloat16 at (8, 16): 0.82-0.86x).
  */
-static int amx_pays(int kind, int64_t vectors, int64_t r_c) {
+static int amx_pays(int kind, int64_t vectors, int64_t r_c, int64_t dim) {
     if (kind == ME_KIND_F32) return 0;
-    if (vectors >= 32) return 1;
-    if (kind == ME_KIND_I8) return vectors >= 8 && r_c >= 16;
-    return kind == ME_KIND_BF16 && vectors >= 16 && r_c >= 64;
+    if (vectors >= 16) return r_c >= 4 || dim >= 1024;
+    return kind == ME_KIND_I8 && vectors >= 8 && r_c >= 16;
 }
 #endif
 
@@ -134,7 +135,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
 #ifdef ME_HAVE_AVX2
     const int available = metaembed_native_instruction_sets();
     if (isa == 0) /* the widest, and AMX only for the shapes where it pays */
-        isa = available & ME_ISA_AMX && amx_pays(kind, num_queries * r_q, r_c)
+        isa = available & ME_ISA_AMX && amx_pays(kind, num_queries * r_q, r_c, dim)
                   ? ME_ISA_AMX
                   : available & ME_ISA_AVX512 ? ME_ISA_AVX512 : ME_ISA_AVX2;
     if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX) ||

@@ -20,10 +20,13 @@
  * Layout per call: the queries' parts as B tiles, (column blocks of 16 query vectors, steps of
  * 32 dims, part) x (16 dim pairs, 16 vectors, 2 dims); per block of candidates (about 64
  * rows, whole row tiles), their r_c vectors are decoded into row-major bfloat16 parts (rows,
- * dims padded to 32) that the A tiles read with the row stride, while the previous block is
- * scored; 2 x 1 tiles of scores (32 candidate vectors x 16 query vectors) are stored to a
- * (rows, query vectors) block, maxed over each candidate's rows lane-wise and summed over each
- * query's vectors. _native.c picks this copy only for the shapes where it beat the AVX-512
+ * dims padded to 32) that the A tiles read with the row stride, fetching the next block's
+ * rows into the cache meanwhile, then scored (decoding the next block between the tile steps
+ * instead, with a block's rows ordered by tier to decode whole stretches, took 0.92-1.25x the
+ * time of this plain order over ten shapes, faster only at 16 queries (2, 4) on bfloat16, and
+ * was dropped); 2 x 1 tiles of scores (32 candidate vectors x 16 query vectors) are stored to
+ * a (rows, query vectors) block, maxed over each candidate's rows lane-wise and summed over
+ * each query's vectors. _native.c picks this copy only for the shapes where it beat the AVX-512
  * one (amx_pays): one query reads each decoded value for one column block, and the decoding
  * (not the tiles) then bounds the speed.
  */
@@ -107,11 +110,16 @@ static void query_tiles(const float *queries, int64_t vectors, int64_t dim, int6
         }
 }
 
-/* One stored vector as bfloat16 parts (hi, and lo for float16), dims [0, dim). */
-ME_AMX_INLINE void decode_row(const void *vector, int64_t dim, uint16_t *hi, uint16_t *lo,
-                              const int kind) {
+/*
+ * One stored vector as bfloat16 parts (hi, and lo for float16), dims [0, dim); the same dims
+ * of `ahead` (the vector one block later, or NULL) are fetched into the cache meanwhile.
+ */
+ME_AMX_INLINE void decode_row(const void *vector, const char *ahead, int64_t dim, uint16_t *hi,
+                              uint16_t *lo, const int kind) {
     const __m512 split = _mm512_set1_ps(65537.0f); /* 2^16 + 1 */
+    const int64_t element_bytes = element_bytes_of(kind);
     for (int64_t d = 0; d < dim; d += 32) {
+        if (ahead) _mm_prefetch(ahead + d * element_bytes, _MM_HINT_T0);
         const __mmask32 mask = dim - d >= 32 ? 0xFFFFFFFFu : (1u << (dim - d)) - 1u;
         if (kind == ME_KIND_BF16) {
             _mm512_storeu_si512(hi + d,
@@ -139,116 +147,21 @@ ME_AMX_INLINE void decode_row(const void *vector, int64_t dim, uint16_t *hi, uin
 }
 
 /*
- * A block's rows are ordered by tier, then candidate, then vector: each tier's share of a
- * block is one stretch of the tier (one loop over rows * dim values when dim is a multiple of
- * 32), not a loop per vector (which cost a third more at D = 128).
+ * Rows c * r_c + j of hi and lo: vector j of candidate first + c (past `stop`, the last
+ * candidate again), with the rows one block later fetched ahead; int8 scales in `scales`.
  */
-typedef struct {
-    int64_t tiers;                   /* tiers holding the first r_c vectors */
-    int64_t used[ME_MAX_TIERS];      /* vectors read from each */
-    int64_t first_row[ME_MAX_TIERS]; /* where each tier's rows start in a block */
-    int64_t first_vector[ME_MAX_TIERS];
-} BlockShape;
-
-typedef struct {
-    const char *source;
-    int64_t rows, first_row;
-} Run;
-
-/* Stretches of stored rows for candidates [first, first + per_block); past `stop` the last
-   candidate again (`pad`), or nothing. Returns the number of runs. */
-static int64_t block_runs(const Layout *layout, const BlockShape *shape, int64_t per_block,
-                          int64_t first, int64_t stop, int pad, Run *runs) {
-    int64_t count = stop - first < per_block ? stop - first : per_block, n = 0;
-    if (count <= 0) return 0;
-    const int64_t row_bytes = layout->dim * layout->element_bytes;
-    for (int64_t t = 0; t < shape->tiers; t++) {
-        const int64_t size = layout->sizes[t], used = shape->used[t];
-        const char *tier = layout->base[t];
-        if (used == size) {
-            Run run = {tier + first * size * row_bytes, count * used, shape->first_row[t]};
-            runs[n++] = run;
-        } else
-            for (int64_t c = 0; c < count; c++) {
-                Run run = {tier + (first + c) * size * row_bytes, used,
-                           shape->first_row[t] + c * used};
-                runs[n++] = run;
-            }
-        for (int64_t c = count; pad && c < per_block; c++) {
-            Run run = {tier + (stop - 1) * size * row_bytes, used, shape->first_row[t] + c * used};
-            runs[n++] = run;
-        }
-    }
-    return n;
-}
-
-/* `rows` consecutive stored rows as bfloat16 parts at row stride `padded`. */
-ME_AMX_INLINE void decode_rows(const char *source, int64_t rows, int64_t dim, int64_t padded,
-                               uint16_t *hi, uint16_t *lo, const int kind) {
-    if (dim == padded) {
-        decode_row(source, rows * dim, hi, lo, kind);
-        return;
-    }
-    const int64_t row_bytes = dim * element_bytes_of(kind);
-    for (int64_t r = 0; r < rows; r++)
-        decode_row(source + r * row_bytes, dim, hi + r * padded, lo + r * padded, kind);
-}
-
-/*
- * Work spread over the tile steps of the current block: decoding the next block's rows and
- * fetching the block after it into the cache, a share per step (on the 2-core Xeon this
- * measured no faster than decoding in a phase of its own, within run-to-run noise: the
- * decoding's vector work, not waiting on memory, is what one query spends its time on).
- */
-typedef struct {
-    Run *runs, *later; /* the next block's stretches; the one after it's */
-    int64_t num_runs, num_later;
-    uint16_t *hi, *lo; /* (rows, padded) the next block's parts */
-    int64_t rows, dim, padded, row_bytes;
-    int64_t run, run_done, decoded; /* decoding cursor */
-    int64_t later_bytes, fetch_run, fetch_done, fetched; /* fetching cursor */
-} Pipeline;
-
-static void pipeline_start(Pipeline *work, int64_t num_runs, int64_t num_later, uint16_t *hi,
-                           uint16_t *lo) {
-    work->num_runs = num_runs;
-    work->num_later = num_later;
-    work->hi = hi;
-    work->lo = lo;
-    work->run = work->run_done = work->decoded = 0;
-    work->fetch_run = work->fetch_done = work->fetched = 0;
-    work->later_bytes = 0;
-    for (int64_t i = 0; i < num_later; i++) work->later_bytes += work->later[i].rows * work->row_bytes;
-}
-
-/* Do the pipeline's share up to `step` of `steps`. */
-ME_AMX_INLINE void advance(Pipeline *work, int64_t step, int64_t steps, const int kind) {
-    const int64_t rows_due = work->num_runs ? work->rows * step / steps : 0;
-    while (work->decoded < rows_due && work->run < work->num_runs) {
-        const Run *run = &work->runs[work->run];
-        int64_t take = run->rows - work->run_done;
-        if (take > rows_due - work->decoded) take = rows_due - work->decoded;
-        const int64_t row = run->first_row + work->run_done;
-        decode_rows(run->source + work->run_done * work->row_bytes, take, work->dim,
-                    work->padded, work->hi + row * work->padded, work->lo + row * work->padded,
-                    kind);
-        work->decoded += take;
-        work->run_done += take;
-        if (work->run_done == run->rows) {
-            work->run++;
-            work->run_done = 0;
-        }
-    }
-    const int64_t bytes_due = work->later_bytes * step / steps;
-    while (work->fetched < bytes_due && work->fetch_run < work->num_later) {
-        const Run *run = &work->later[work->fetch_run];
-        _mm_prefetch(run->source + work->fetch_done, _MM_HINT_T0);
-        work->fetch_done += 64;
-        work->fetched += 64;
-        if (work->fetch_done >= run->rows * work->row_bytes) {
-            work->fetched += run->rows * work->row_bytes - work->fetch_done;
-            work->fetch_run++;
-            work->fetch_done = 0;
+ME_AMX_INLINE void decode_block(const Layout *layout, int64_t r_c, int64_t first,
+                                int64_t per_block, int64_t stop, int64_t padded, uint16_t *hi,
+                                uint16_t *lo, float *scales, const int kind) {
+    for (int64_t c = 0; c < per_block; c++) {
+        const int64_t candidate = first + c < stop ? first + c : stop - 1;
+        const int64_t later = first + per_block + c;
+        for (int64_t j = 0; j < r_c; j++) {
+            const int64_t row = c * r_c + j;
+            decode_row(vector_at(layout, candidate, j),
+                       later < stop ? vector_at(layout, later, j) : NULL, layout->dim,
+                       hi + row * padded, lo + row * padded, kind);
+            if (kind == ME_KIND_I8) scales[row] = scale_at(layout, candidate, j);
         }
     }
 }
@@ -256,13 +169,12 @@ ME_AMX_INLINE void advance(Pipeline *work, int64_t step, int64_t steps, const in
 /*
  * Scores of `tiles` row tiles of decoded candidate vectors (hi, lo: (tiles * 16, padded)
  * bfloat16) against one column block of query parts, into rows of `out` (row stride
- * out_stride floats), advancing `work` once per step of 32 dims. Tiles: 0-1 scores, 2-3
- * candidate hi, 4-5 candidate lo, 6-7 query hi and lo.
+ * out_stride floats). Tiles: 0-1 scores, 2-3 candidate hi, 4-5 candidate lo, 6-7 query hi
+ * and lo.
  */
 ME_AMX_INLINE void score_tiles(const uint16_t *hi, const uint16_t *lo, int64_t tiles,
                                int64_t padded, int64_t steps, const uint16_t *query, float *out,
-                               int64_t out_stride, Pipeline *work, int64_t *step,
-                               int64_t total_steps, const int kind) {
+                               int64_t out_stride, const int kind) {
     const int64_t row_bytes = padded * 2, out_bytes = out_stride * 4;
     int64_t t = 0;
     for (; t + 2 <= tiles; t += 2) {
@@ -284,7 +196,6 @@ ME_AMX_INLINE void score_tiles(const uint16_t *hi, const uint16_t *lo, int64_t t
                 _tile_loadd(5, lo0 + 16 * padded + s * 32, row_bytes);
                 _tile_dpbf16ps(1, 5, 6);
             }
-            advance(work, ++*step, total_steps, kind);
         }
         _tile_stored(0, out + t * 16 * out_stride, out_bytes);
         _tile_stored(1, out + (t + 1) * 16 * out_stride, out_bytes);
@@ -302,29 +213,28 @@ ME_AMX_INLINE void score_tiles(const uint16_t *hi, const uint16_t *lo, int64_t t
                 _tile_loadd(4, lo0 + s * 32, row_bytes);
                 _tile_dpbf16ps(0, 4, 6);
             }
-            advance(work, ++*step, total_steps, kind);
         }
         _tile_stored(0, out + t * 16 * out_stride, out_bytes);
     }
 }
 
-/* scores[q][first + c] for the block's `count` candidates, from the dots of its rows. */
-ME_AMX_INLINE void reduce_block(const float *dots, const Layout *layout, const BlockShape *shape,
+/*
+ * scores[q][first + c] for the block's `count` candidates, from the dots of its rows
+ * (rows, lanes): the max over each candidate's r_c rows (int8: each scaled first), lane-wise,
+ * then the sum over each query's r_q lanes.
+ */
+ME_AMX_INLINE void reduce_block(const float *dots, const float *scales, int64_t r_c,
                                 int64_t first, int64_t count, int64_t num_queries, int64_t r_q,
                                 int64_t lanes, float *best, float *scores, int64_t stride,
                                 const int kind) {
-    for (int64_t c = 0; c < count; c++) /* max over each candidate's rows, lane-wise */
+    for (int64_t c = 0; c < count; c++)
         for (int64_t b = 0; b < lanes; b += 16) {
             __m512 top = _mm512_set1_ps(-INFINITY);
-            for (int64_t t = 0; t < shape->tiers; t++)
-                for (int64_t i = 0; i < shape->used[t]; i++) {
-                    const int64_t row = shape->first_row[t] + c * shape->used[t] + i;
-                    __m512 dot = _mm512_load_ps(dots + row * lanes + b); /* (16,) */
-                    if (kind == ME_KIND_I8)
-                        dot = _mm512_mul_ps(dot, _mm512_set1_ps(scale_at(
-                                                     layout, first + c, shape->first_vector[t] + i)));
-                    top = _mm512_max_ps(top, dot);
-                }
+            for (int64_t row = c * r_c; row < (c + 1) * r_c; row++) {
+                __m512 dot = _mm512_load_ps(dots + row * lanes + b); /* (16,) */
+                if (kind == ME_KIND_I8) dot = _mm512_mul_ps(dot, _mm512_set1_ps(scales[row]));
+                top = _mm512_max_ps(top, dot);
+            }
             _mm512_store_ps(best + c * lanes + b, top);
         }
     for (int64_t q = 0; q < num_queries; q++)
@@ -347,64 +257,28 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
     const int64_t per_block =
         unit * (unit * r_c >= ME_BLOCK_ROWS ? 1 : ME_BLOCK_ROWS / (unit * r_c));
     const int64_t rows = per_block * r_c, tiles = rows / 16;
-    BlockShape shape;
-    memset(&shape, 0, sizeof shape);
-    for (int64_t left = r_c, t = 0, row = 0, vector = 0; left > 0; t++) {
-        shape.used[t] = layout->sizes[t] < left ? layout->sizes[t] : left;
-        shape.first_row[t] = row;
-        shape.first_vector[t] = vector;
-        row += per_block * shape.used[t];
-        vector += shape.used[t];
-        left -= shape.used[t];
-        shape.tiers = t + 1;
-    }
-    const size_t part_bytes = (size_t)(rows * padded * 2);
-    const int64_t max_runs = shape.tiers + 2 * per_block * shape.tiers;
     uint16_t *query = aligned_alloc(64, (size_t)(blocks * steps * 2 * 1024));
-    uint16_t *parts = aligned_alloc(64, 4 * part_bytes); /* two blocks' hi and lo */
+    uint16_t *hi = aligned_alloc(64, (size_t)(2 * rows * padded * 2)); /* hi, then lo */
     float *dots = aligned_alloc(64, (size_t)(rows * lanes * 4));
     float *best = aligned_alloc(64, (size_t)(per_block * lanes * 4));
-    Run *runs = malloc((size_t)(2 * max_runs) * sizeof(Run));
-    if (!query || !parts || !dots || !best || !runs) {
-        free(query); free(parts); free(dots); free(best); free(runs);
+    float *scales = malloc((size_t)rows * sizeof(float));
+    if (!query || !hi || !dots || !best || !scales) {
+        free(query); free(hi); free(dots); free(best); free(scales);
         return -2;
     }
-    memset(parts, 0, 4 * part_bytes); /* dims past `dim` stay zero */
+    uint16_t *lo = hi + rows * padded;
+    memset(hi, 0, (size_t)(2 * rows * padded * 2)); /* dims past `dim` stay zero */
     query_tiles(queries, vectors, dim, steps, query);
-    Pipeline work;
-    memset(&work, 0, sizeof work);
-    work.runs = runs;
-    work.later = runs + max_runs;
-    work.rows = rows;
-    work.dim = dim;
-    work.padded = padded;
-    work.row_bytes = dim * element_bytes_of(kind);
-    uint16_t *current = parts, *next = parts + 2 * rows * padded;
-    /* the first block, decoded before the loop */
-    pipeline_start(&work, block_runs(layout, &shape, per_block, start, stop, 1, work.runs),
-                   block_runs(layout, &shape, per_block, start + per_block, stop, 0, work.later),
-                   current, current + rows * padded);
-    advance(&work, 1, 1, kind);
-    const int64_t total_steps = blocks * (tiles + 1) / 2 * steps;
     for (int64_t first = start; first < stop; first += per_block) {
         const int64_t count = stop - first < per_block ? stop - first : per_block;
-        pipeline_start(
-            &work, block_runs(layout, &shape, per_block, first + per_block, stop, 1, work.runs),
-            block_runs(layout, &shape, per_block, first + 2 * per_block, stop, 0, work.later),
-            next, next + rows * padded);
-        int64_t step = 0;
+        decode_block(layout, r_c, first, per_block, stop, padded, hi, lo, scales, kind);
         for (int64_t b = 0; b < blocks; b++)
-            score_tiles(current, current + rows * padded, tiles, padded, steps,
-                        query + b * steps * 1024, dots + b * 16, lanes, &work, &step,
-                        total_steps, kind);
-        advance(&work, 1, 1, kind);
-        reduce_block(dots, layout, &shape, first, count, num_queries, r_q, lanes, best, scores,
+            score_tiles(hi, lo, tiles, padded, steps, query + b * steps * 1024, dots + b * 16,
+                        lanes, kind);
+        reduce_block(dots, scales, r_c, first, count, num_queries, r_q, lanes, best, scores,
                      stride, kind);
-        uint16_t *swap = current;
-        current = next;
-        next = swap;
     }
-    free(query); free(parts); free(dots); free(best); free(runs);
+    free(query); free(hi); free(dots); free(best); free(scales);
     return 0;
 }
 
