@@ -30,6 +30,9 @@
  * one (amx_pays): one query reads each decoded value for one column block, and the decoding
  * (not the tiles) then bounds the speed.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* syscall() in <unistd.h>; undeclared it is an error from GCC 14 */
+#endif
 #include "_native_common.h"
 
 /* AMX intrinsics and cpu_supports("amx-tile") need GCC 12 or clang 16; older compilers
