@@ -99,18 +99,35 @@ static void *run_range(void *argument) {
 #define ME_MAX_THREADS 256
 
 /*
- * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (C-harness runs side
- * by side on the 2-core Xeon, N = 100k at D = 128 and 20k at D = 1024; docs/index.md). From
- * one column block of 16 query vectors at r_c >= 4 (batches from (2, 4): 1.1-4.8x, eight
- * queries at (2, 4) 1.9-2.1x; one query at r_q = 16, r_c >= 16: 1.03-1.21x); at r_c = 1 only
- * at large dims (D = 1024, 16-32 vectors: 1.2-1.4x; D = 128: 0.5-0.94x, the decoding is not
- * amortised over the few products); below 16 vectors only int8 from 8 vectors at r_c >= 16,
- * which the FMA copy decodes slowly (1.0-1.7x; float16 and bfloat16 at (8, 16): 0.82-0.86x).
+ * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (`direct`: bfloat16
+ * at D % 32 == 0 with r_c at a tier's end, which the AMX copy scores without decoding).
+ * Python-harness runs side by side on the 2-core Xeon, 2026-12-03, N = 100k at D = 128 and
+ * 30k at D = 1024 (ratios are AMX time / AVX-512 time; docs/index.md):
+ * - direct bfloat16: from 16 vectors at every r_c ((1, 1) x 16 queries 0.58, (16, 64) one
+ *   query 0.70); from 8 at r_c <= 4 (0.42-0.59) and at D = 1024 (4x8 0.81, 8x16 0.76; at
+ *   D = 128 0.99-1.02); from 4 at r_c = 2..4 (2x4 0.62-0.66);
+ * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
+ *   (0.39-0.80), from 4 at r_c = 2..4 (0.52-0.56);
+ * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94) or
+ *   D >= 1024, from 8 at r_c = 2..4 (0.72-0.80); at (1, 1) with 8-16 vectors at D = 128
+ *   0.79-1.05, at D = 1024 1.16.
  */
-static int amx_pays(int kind, int64_t vectors, int64_t r_c, int64_t dim) {
+static int amx_pays(int kind, int direct, int64_t vectors, int64_t r_c, int64_t dim) {
+    const int few = r_c >= 2 && r_c <= 4;
     if (kind == ME_KIND_F32) return 0;
+    if (kind == ME_KIND_BF16 && direct)
+        return vectors >= 16 || (vectors >= 8 && (r_c <= 4 || dim >= 1024)) ||
+               (vectors >= 4 && few);
+    if (kind == ME_KIND_I8) return vectors >= 8 || (vectors >= 4 && few);
     if (vectors >= 16) return r_c >= 4 || dim >= 1024;
-    return kind == ME_KIND_I8 && vectors >= 8 && r_c >= 16;
+    return vectors >= 8 && few;
+}
+
+/* Whether the first r_c vectors are whole tiers (sizes: the tiers' vector counts). */
+static int whole_tiers_of(const int64_t *sizes, int64_t num_tiers, int64_t r_c) {
+    int64_t total = 0;
+    for (int64_t t = 0; t < num_tiers && total < r_c; t++) total += sizes[t];
+    return total == r_c;
 }
 #endif
 
@@ -135,7 +152,9 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
 #ifdef ME_HAVE_AVX2
     const int available = metaembed_native_instruction_sets();
     if (isa == 0) /* the widest, and AMX only for the shapes where it pays */
-        isa = available & ME_ISA_AMX && amx_pays(kind, num_queries * r_q, r_c, dim)
+        isa = available & ME_ISA_AMX &&
+                      amx_pays(kind, dim % 32 == 0 && whole_tiers_of(sizes, num_tiers, r_c),
+                               num_queries * r_q, r_c, dim)
                   ? ME_ISA_AMX
                   : available & ME_ISA_AVX512 ? ME_ISA_AVX512 : ME_ISA_AVX2;
     if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX) ||

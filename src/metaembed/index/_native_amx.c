@@ -229,14 +229,34 @@ ME_AMX_INLINE void score_tiles(const uint16_t *hi, const uint16_t *lo, int64_t t
 }
 
 /*
+ * scores[q][first + c] for `count` (at most 16) candidates from best (16, lanes): the sum of
+ * query q's r_q lanes. best is first transposed, 8 x 8 blocks in registers, into flipped
+ * (lanes, 16), candidates along the vector, so each query's sum is r_q vector adds and one
+ * store (the scalar sums, one per query and candidate, took most of a (1, 1) batch's time).
+ */
+ME_AMX_INLINE void write_scores(const float *best, int64_t count, int64_t first,
+                                int64_t num_queries, int64_t r_q, int64_t lanes, float *flipped,
+                                float *scores, int64_t stride) {
+    for (int64_t lane = 0; lane < lanes; lane += 8)
+        write_transposed(best, lanes, lane, 16, flipped + lane * 16, 16);
+    const __mmask16 mask = (__mmask16)((1u << count) - 1);
+    for (int64_t q = 0; q < num_queries; q++) {
+        const float *own = flipped + q * r_q * 16; /* (r_q, 16) */
+        __m512 total = _mm512_load_ps(own);
+        for (int64_t i = 1; i < r_q; i++) total = _mm512_add_ps(total, _mm512_load_ps(own + i * 16));
+        _mm512_mask_storeu_ps(scores + q * stride + first, mask, total);
+    }
+}
+
+/*
  * scores[q][first + c] for the block's `count` candidates, from the dots of its rows
  * (rows, lanes): the max over each candidate's r_c rows (int8: each scaled first), lane-wise,
  * then the sum over each query's r_q lanes.
  */
 ME_AMX_INLINE void reduce_block(const float *dots, const float *scales, int64_t r_c,
                                 int64_t first, int64_t count, int64_t num_queries, int64_t r_q,
-                                int64_t lanes, float *best, float *scores, int64_t stride,
-                                const int kind) {
+                                int64_t lanes, float *best, float *flipped, float *scores,
+                                int64_t stride, const int kind) {
     for (int64_t c = 0; c < count; c++)
         for (int64_t b = 0; b < lanes; b += 16) {
             __m512 top = _mm512_set1_ps(-INFINITY);
@@ -247,12 +267,9 @@ ME_AMX_INLINE void reduce_block(const float *dots, const float *scales, int64_t 
             }
             _mm512_store_ps(best + c * lanes + b, top);
         }
-    for (int64_t q = 0; q < num_queries; q++)
-        for (int64_t c = 0; c < count; c++) {
-            float total = 0.0f;
-            for (int64_t i = 0; i < r_q; i++) total += best[c * lanes + q * r_q + i];
-            scores[q * stride + first + c] = total;
-        }
+    for (int64_t c = 0; c < count; c += 16)
+        write_scores(best + c * lanes, count - c < 16 ? count - c : 16, first + c, num_queries,
+                     r_q, lanes, flipped, scores, stride);
 }
 
 /*
@@ -337,10 +354,12 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
     uint16_t *query = aligned_alloc(64, (size_t)(blocks * steps * 2 * 1024));
     uint16_t *hi = aligned_alloc(64, (size_t)(2 * rows * padded * 2)); /* hi, then lo */
     float *dots = aligned_alloc(64, (size_t)(rows * lanes * 4));
-    float *best = aligned_alloc(64, (size_t)((per_block > 16 ? per_block : 16) * lanes * 4));
+    const int64_t best_rows = (per_block + 15) / 16 * 16; /* whole transposes of 16 */
+    float *best = aligned_alloc(64, (size_t)(best_rows * lanes * 4));
+    float *flipped = aligned_alloc(64, (size_t)(lanes * 16 * 4));
     float *scales = malloc((size_t)rows * sizeof(float));
-    if (!query || !hi || !dots || !best || !scales) {
-        free(query); free(hi); free(dots); free(best); free(scales);
+    if (!query || !hi || !dots || !best || !flipped || !scales) {
+        free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
         return -2;
     }
     uint16_t *lo = hi + rows * padded;
@@ -352,12 +371,7 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
         for (int64_t first = start; first < end; first += 16) {
             direct_block(layout, tiers, first, first + 32 <= end, query, blocks, steps, lanes,
                          dots, best);
-            for (int64_t q = 0; q < num_queries; q++)
-                for (int64_t c = 0; c < 16; c++) {
-                    float total = 0.0f;
-                    for (int64_t i = 0; i < r_q; i++) total += best[c * lanes + q * r_q + i];
-                    scores[q * stride + first + c] = total;
-                }
+            write_scores(best, 16, first, num_queries, r_q, lanes, flipped, scores, stride);
         }
         start = end;
     }
@@ -367,10 +381,10 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
         for (int64_t b = 0; b < blocks; b++)
             score_tiles(hi, lo, tiles, padded, steps, query + b * steps * 1024, dots + b * 16,
                         lanes, kind);
-        reduce_block(dots, scales, r_c, first, count, num_queries, r_q, lanes, best, scores,
-                     stride, kind);
+        reduce_block(dots, scales, r_c, first, count, num_queries, r_q, lanes, best, flipped,
+                     scores, stride, kind);
     }
-    free(query); free(hi); free(dots); free(best); free(scales);
+    free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
     return 0;
 }
 

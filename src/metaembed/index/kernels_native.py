@@ -10,11 +10,11 @@ x86-64 CPU with AVX2, FMA and F16C, checked at run time; elsewhere
 the numba or torch backend. Where the CPU and OS also support AVX-512F the kernel
 runs its 16-float copy (twice the FLOPs per instruction), and where they support
 AMX (Xeon since Sapphire Rapids, Linux) its tile copy for the shapes where that
-measured faster (16 or more query vectors at r_c >= 4, i.e. batches and one query
-at r_q = 16, or at r_c = 1 from D = 1024; int8 one query from 8 vectors at
-r_c >= 16): bfloat16 tile products of split inputs, within 2^-18 of float32 per
-product. :func:`instruction_sets` lists what this machine runs and
-``instruction_set=`` holds the kernel to one. Forms and blocking are described
+measured faster (``amx_pays`` in ``_native.c``; batches, one query at r_q = 16,
+bfloat16 read straight from whole tiers from 4-8 query vectors, int8 from 8): bfloat16
+tile products of split inputs, within 2^-18 of float32 per product.
+:func:`instruction_sets` lists what this machine runs and ``instruction_set=`` holds
+the kernel to one. Forms and blocking are described
 in ``_native.c`` and ``_native_amx.c``.
 """
 
