@@ -108,9 +108,9 @@ static void *run_range(void *argument) {
  *   D = 128 0.99-1.02); from 4 at r_c = 2..4 (2x4 0.62-0.66);
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80), from 4 at r_c = 2..4 (0.52-0.56);
- * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94) or
- *   D >= 1024, from 8 at r_c = 2..4 (0.72-0.80); at (1, 1) with 8-16 vectors at D = 128
- *   0.79-1.05, at D = 1024 1.16.
+ * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94),
+ *   from 8 at r_c = 2..4 (0.72-0.80); at r_c = 1 only from 32 vectors at D >= 1024 (0.72;
+ *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).
  */
 static int amx_pays(int kind, int direct, int64_t vectors, int64_t r_c, int64_t dim) {
     const int few = r_c >= 2 && r_c <= 4;
@@ -119,8 +119,8 @@ static int amx_pays(int kind, int direct, int64_t vectors, int64_t r_c, int64_t 
         return vectors >= 16 || (vectors >= 8 && (r_c <= 4 || dim >= 1024)) ||
                (vectors >= 4 && few);
     if (kind == ME_KIND_I8) return vectors >= 8 || (vectors >= 4 && few);
-    if (vectors >= 16) return r_c >= 4 || dim >= 1024;
-    return vectors >= 8 && few;
+    if (r_c == 1) return vectors >= 32 && dim >= 1024;
+    return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);
 }
 
 /* Whether the first r_c vectors are whole tiers (sizes: the tiers' vector counts). */
