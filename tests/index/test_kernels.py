@@ -207,7 +207,8 @@ if "native" in available_backends():
 def test_every_native_instruction_set_matches_reference(rng, instruction_set, dtype, dim):
     """Each copy of the C kernel (AVX2: 8 floats, AVX-512: 16, AMX: 16 x 16 tiles) in every
     form and tail (64: whole 32-dim AMX steps, no masked tail, and the AMX copy's direct
-    form for bfloat16 at budgets ending at a tier's end, with a decoded remainder)."""
+    forms for bfloat16 and int8 at budgets ending at a tier's end, with a decoded
+    remainder)."""
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]

@@ -99,26 +99,30 @@ static void *run_range(void *argument) {
 #define ME_MAX_THREADS 256
 
 /*
- * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (`direct`: bfloat16
- * at D % 32 == 0 with r_c at a tier's end, which the AMX copy scores without decoding).
+ * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (`whole`: r_c ends at
+ * a tier's end, where the AMX copy reads bfloat16 at D % 32 == 0 and int8 at D % 64 == 0
+ * straight from the tiers, "direct").
  * Python-harness runs side by side on the 2-core Xeon, 2026-12-03, N = 100k at D = 128 and
  * 30k at D = 1024 (ratios are AMX time / AVX-512 time; docs/index.md):
  * - direct bfloat16: from 16 vectors at every r_c ((1, 1) x 16 queries 0.58, (16, 64) one
  *   query 0.70); from 8 at r_c <= 4 (0.42-0.59) and at D = 1024 (4x8 0.81, 8x16 0.76; at
  *   D = 128 0.99-1.02); from 4 at r_c = 2..4 (2x4 0.62-0.66);
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
- *   (0.39-0.80), from 4 at r_c = 2..4 (0.52-0.56);
+ *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
+ *   at r_c > 4 ((4, 8) one query 0.87-0.90; one query at (1, 1) and (2, 4) stays on AVX-512:
+ *   direct 1.3-1.4x);
  * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94),
  *   from 8 at r_c = 2..4 (0.72-0.80); at r_c = 1 only from 32 vectors at D >= 1024 (0.72;
  *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).
  */
-static int amx_pays(int kind, int direct, int64_t vectors, int64_t r_c, int64_t dim) {
+static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t dim) {
     const int few = r_c >= 2 && r_c <= 4;
     if (kind == ME_KIND_F32) return 0;
-    if (kind == ME_KIND_BF16 && direct)
+    if (kind == ME_KIND_BF16 && whole && dim % 32 == 0)
         return vectors >= 16 || (vectors >= 8 && (r_c <= 4 || dim >= 1024)) ||
                (vectors >= 4 && few);
-    if (kind == ME_KIND_I8) return vectors >= 8 || (vectors >= 4 && few);
+    if (kind == ME_KIND_I8)
+        return vectors >= 8 || (vectors >= 4 && (few || (r_c > 4 && whole && dim % 64 == 0)));
     if (r_c == 1) return vectors >= 32 && dim >= 1024;
     return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);
 }
@@ -153,8 +157,8 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
     const int available = metaembed_native_instruction_sets();
     if (isa == 0) /* the widest, and AMX only for the shapes where it pays */
         isa = available & ME_ISA_AMX &&
-                      amx_pays(kind, dim % 32 == 0 && whole_tiers_of(sizes, num_tiers, r_c),
-                               num_queries * r_q, r_c, dim)
+                      amx_pays(kind, whole_tiers_of(sizes, num_tiers, r_c), num_queries * r_q,
+                               r_c, dim)
                   ? ME_ISA_AMX
                   : available & ME_ISA_AVX512 ? ME_ISA_AVX512 : ME_ISA_AVX2;
     if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX) ||
