@@ -110,7 +110,7 @@ static void *run_range(void *argument) {
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
  *   at r_c > 4 ((4, 8) one query 0.87-0.90; one query at (1, 1) and (2, 4) stays on AVX-512:
- *   direct 1.3-1.4x);
+ *   direct 1.1-1.5x);
  * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94),
  *   from 8 at r_c = 2..4 (0.72-0.80); at r_c = 1 only from 32 vectors at D >= 1024 (0.72;
  *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).

@@ -382,8 +382,9 @@ ME_AMX_INLINE void direct_block(const Layout *layout, int64_t tiers, int64_t fir
  * The int8 direct form, dim % 64 == 0 and whole tiers: as direct_block, one row tile of 16
  * stored vectors at a time (three int32 C tiles, one per query digit, and three B tiles leave
  * no room for a pair), products exact in int32 (TDPBSSD); each row's three sums are combined
- * in float32 (d0 + (d1 + d2 / 128) / 128), scaled by the row's int8 scale and each lane's
- * query scale, and maxed into `best` (16, lanes). sums: (3, 16, 16) int32.
+ * in float32 (d0 + (d1 + d2 / 128) / 128), scaled by the row's int8 scale and maxed into
+ * `best` (16, lanes), which each lane's query scale multiplies at the end. sums: (3, 16, 16)
+ * int32.
  */
 ME_AMX_INLINE void direct_block_i8(const Layout *layout, int64_t tiers, int64_t first,
                                    int ahead, const int8_t *digits, const float *scale_of,
@@ -421,21 +422,23 @@ ME_AMX_INLINE void direct_block_i8(const Layout *layout, int64_t tiers, int64_t 
                 _tile_stored(0, sums, 64);
                 _tile_stored(1, sums + 256, 64);
                 _tile_stored(4, sums + 512, 64);
-                const __m512 lane_scales = _mm512_load_ps(scale_of + b * 16); /* (16,) */
                 for (int64_t r = 0; r < 16; r++) {
                     const int64_t row = tile * 16 + r;
                     __m512 low = _mm512_cvtepi32_ps(_mm512_load_si512(sums + 512 + r * 16));
                     __m512 mid = _mm512_cvtepi32_ps(_mm512_load_si512(sums + 256 + r * 16));
                     __m512 high = _mm512_cvtepi32_ps(_mm512_load_si512(sums + r * 16));
                     __m512 dot = _mm512_fmadd_ps(_mm512_fmadd_ps(low, step, mid), step, high);
-                    dot = _mm512_mul_ps(dot, _mm512_mul_ps(lane_scales,
-                                                           _mm512_set1_ps(row_scales[row])));
+                    dot = _mm512_mul_ps(dot, _mm512_set1_ps(row_scales[row]));
                     float *top = best + row / size * lanes + b * 16; /* (16,) */
                     _mm512_store_ps(top, _mm512_max_ps(_mm512_load_ps(top), dot));
                 }
             }
         }
     }
+    for (int64_t c = 0; c < 16; c++) /* the query scales, positive, after the max */
+        for (int64_t b = 0; b < lanes; b += 16)
+            _mm512_store_ps(best + c * lanes + b, _mm512_mul_ps(_mm512_load_ps(best + c * lanes + b),
+                                                                _mm512_load_ps(scale_of + b)));
 }
 
 /* Queries [0, num_queries) of `queries` against candidates [start, stop). */

@@ -11,8 +11,9 @@ the numba or torch backend. Where the CPU and OS also support AVX-512F the kerne
 runs its 16-float copy (twice the FLOPs per instruction), and where they support
 AMX (Xeon since Sapphire Rapids, Linux) its tile copy for the shapes where that
 measured faster (``amx_pays`` in ``_native.c``; batches, one query at r_q = 16,
-bfloat16 read straight from whole tiers from 4-8 query vectors, int8 from 8): bfloat16
-tile products of split inputs, within 2^-18 of float32 per product.
+bfloat16 and int8 read straight from whole tiers from 4-8 query vectors): bfloat16
+tile products of split inputs (int8: int8 products of three query digits), within
+2^-18 of float32 per product.
 :func:`instruction_sets` lists what this machine runs and ``instruction_set=`` holds
 the kernel to one. Forms and blocking are described
 in ``_native.c`` and ``_native_amx.c``.
