@@ -109,8 +109,8 @@ static void *run_range(void *argument) {
  *   D = 128 0.99-1.02); from 4 at r_c = 2..4 (2x4 0.62-0.66);
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
- *   at r_c > 4 ((4, 8) one query 0.87-0.90; one query at (1, 1) and (2, 4) stays on AVX-512:
- *   direct 1.1-1.5x);
+ *   at every r_c ((4, 8) one query 0.87-0.90, (1, 1) x 4 queries 0.75-0.93; one query at
+ *   (1, 1) and (2, 4) stays on AVX-512: direct 1.1-1.5x, (1, 1) x 2 queries 1.2-1.6x);
  * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94),
  *   from 8 at r_c = 2..4 (0.72-0.80); at r_c = 1 only from 32 vectors at D >= 1024 (0.72;
  *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).
@@ -122,7 +122,7 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
         return vectors >= 16 || (vectors >= 8 && (r_c <= 4 || dim >= 1024)) ||
                (vectors >= 4 && few);
     if (kind == ME_KIND_I8)
-        return vectors >= 8 || (vectors >= 4 && (few || (r_c > 4 && whole && dim % 64 == 0)));
+        return vectors >= 8 || (vectors >= 4 && (few || (whole && dim % 64 == 0)));
     if (r_c == 1) return vectors >= 32 && dim >= 1024;
     return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);
 }
