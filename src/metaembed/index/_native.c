@@ -101,7 +101,7 @@ static void *run_range(void *argument) {
 /*
  * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (`whole`: r_c ends at
  * a tier's end, where the AMX copy reads bfloat16 at D % 32 == 0 and int8 at D % 64 == 0
- * straight from the tiers, "direct").
+ * straight from the tiers, "direct": amx_reads_directly).
  * Python-harness runs side by side on the 2-core Xeon, 2026-12-03, N = 100k at D = 128 and
  * 30k at D = 1024 (ratios are AMX time / AVX-512 time; docs/index.md):
  * - direct bfloat16: from 16 vectors at every r_c ((1, 1) x 16 queries 0.58, (16, 64) one
@@ -116,23 +116,16 @@ static void *run_range(void *argument) {
  *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).
  */
 static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t dim) {
-    const int few = r_c >= 2 && r_c <= 4;
+    const int few = r_c >= 2 && r_c <= 4, direct = whole && amx_reads_directly(kind, dim);
     if (kind == ME_KIND_F32) return 0;
-    if (kind == ME_KIND_BF16 && whole && dim % 32 == 0)
+    if (kind == ME_KIND_BF16 && direct)
         return vectors >= 16 || (vectors >= 8 && (r_c <= 4 || dim >= 1024)) ||
                (vectors >= 4 && few);
-    if (kind == ME_KIND_I8)
-        return vectors >= 8 || (vectors >= 4 && (few || (whole && dim % 64 == 0)));
+    if (kind == ME_KIND_I8) return vectors >= 8 || (vectors >= 4 && (few || direct));
     if (r_c == 1) return vectors >= 32 && dim >= 1024;
     return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);
 }
 
-/* Whether the first r_c vectors are whole tiers (sizes: the tiers' vector counts). */
-static int whole_tiers_of(const int64_t *sizes, int64_t num_tiers, int64_t r_c) {
-    int64_t total = 0;
-    for (int64_t t = 0; t < num_tiers && total < r_c; t++) total += sizes[t];
-    return total == r_c;
-}
 #endif
 
 /*
@@ -157,7 +150,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
     const int available = metaembed_native_instruction_sets();
     if (isa == 0) /* the widest, and AMX only for the shapes where it pays */
         isa = available & ME_ISA_AMX &&
-                      amx_pays(kind, whole_tiers_of(sizes, num_tiers, r_c), num_queries * r_q,
+                      amx_pays(kind, whole_tiers(sizes, num_tiers, r_c) != 0, num_queries * r_q,
                                r_c, dim)
                   ? ME_ISA_AMX
                   : available & ME_ISA_AVX512 ? ME_ISA_AVX512 : ME_ISA_AVX2;

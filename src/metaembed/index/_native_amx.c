@@ -312,15 +312,6 @@ ME_AMX_INLINE void reduce_block(const float *dots, const float *scales, int64_t 
 }
 
 /*
- * Tiers read whole by the first r_c vectors (r_c ends at a tier's end), or 0: the direct form
- * below needs every row of a block's tier stretch to be one of the candidate's first r_c.
- */
-static int64_t whole_tiers(const Layout *layout, int64_t r_c) {
-    const int64_t last = layout->tier_of[r_c - 1];
-    return layout->index_of[r_c - 1] == layout->sizes[last] - 1 ? last + 1 : 0;
-}
-
-/*
  * The direct form, bfloat16 with dim % 32 == 0 and whole tiers: per block of 16 candidates,
  * tier t holds their vectors as 16 * sizes[t] consecutive rows, whole row tiles that the A
  * tiles load from the tier itself (no decoding, no copy); as each A tile is loaded, its lines
@@ -338,8 +329,8 @@ ME_AMX_INLINE void direct_block(const Layout *layout, int64_t tiers, int64_t fir
     for (int64_t i = 0; i < 16 * lanes; i += 16)
         _mm512_store_ps(best + i, _mm512_set1_ps(-INFINITY));
     for (int64_t t = 0; t < tiers; t++) {
-        const int64_t size = layout->sizes[t], rows = 16 * size;
-        const char *base = layout->base[t] + first * size * row_bytes; /* (rows, dim) */
+        const int64_t size = layout->sizes[t];
+        const char *base = layout->base[t] + first * size * row_bytes; /* (16 * size, dim) */
         const int64_t next = ahead ? ME_DIRECT_AHEAD : 0;
         for (int64_t tile = 0; tile < size; tile += 2) {
             const int pair = tile + 1 < size;
@@ -467,35 +458,35 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
     uint16_t *lo = hi + rows * padded;
     memset(hi, 0, (size_t)(2 * rows * padded * 2)); /* dims past `dim` stay zero */
     query_tiles(queries, vectors, dim, steps, query);
-    const int64_t tiers = (kind == ME_KIND_BF16 && dim % 32 == 0) ||
-                                  (kind == ME_KIND_I8 && dim % 64 == 0)
-                              ? whole_tiers(layout, r_c)
-                              : 0;
-    if (tiers && kind == ME_KIND_I8) { /* whole blocks of 16 directly, the rest decoded below */
+    /* the direct forms need every row of a block's tier stretch to be among the first r_c */
+    const int64_t tiers =
+        amx_reads_directly(kind, dim) ? whole_tiers(layout->sizes, ME_MAX_TIERS, r_c) : 0;
+    if (tiers) { /* whole blocks of 16 directly, the rest decoded below */
         const int64_t digit_steps = dim / 64, end = start + (stop - start) / 16 * 16;
-        int8_t *digits = aligned_alloc(64, (size_t)(blocks * digit_steps * 3 * 1024));
-        float *scale_of = aligned_alloc(64, (size_t)(lanes * 4));
-        int32_t *sums = aligned_alloc(64, 3 * 256 * sizeof(int32_t));
-        if (!digits || !scale_of || !sums) {
-            free(digits); free(scale_of); free(sums);
-            free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
-            return -2;
+        int8_t *digits = NULL; /* int8: the query digits, their scales, one tile's sums */
+        float *scale_of = NULL;
+        int32_t *sums = NULL;
+        if (kind == ME_KIND_I8) {
+            digits = aligned_alloc(64, (size_t)(blocks * digit_steps * 3 * 1024));
+            scale_of = aligned_alloc(64, (size_t)(lanes * 4));
+            sums = aligned_alloc(64, 3 * 256 * sizeof(int32_t));
+            if (!digits || !scale_of || !sums) {
+                free(digits); free(scale_of); free(sums);
+                free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
+                return -2;
+            }
+            query_digits(queries, vectors, dim, digit_steps, digits, scale_of);
         }
-        query_digits(queries, vectors, dim, digit_steps, digits, scale_of);
         for (int64_t first = start; first < end; first += 16) {
-            direct_block_i8(layout, tiers, first, first + 32 <= end, digits, scale_of, blocks,
-                            digit_steps, lanes, sums, best);
+            if (kind == ME_KIND_I8)
+                direct_block_i8(layout, tiers, first, first + 32 <= end, digits, scale_of,
+                                blocks, digit_steps, lanes, sums, best);
+            else
+                direct_block(layout, tiers, first, first + 32 <= end, query, blocks, steps,
+                             lanes, dots, best);
             write_scores(best, 16, first, num_queries, r_q, lanes, flipped, scores, stride);
         }
         free(digits); free(scale_of); free(sums);
-        start = end;
-    } else if (tiers) { /* the same for bfloat16 */
-        const int64_t end = start + (stop - start) / 16 * 16;
-        for (int64_t first = start; first < end; first += 16) {
-            direct_block(layout, tiers, first, first + 32 <= end, query, blocks, steps, lanes,
-                         dots, best);
-            write_scores(best, 16, first, num_queries, r_q, lanes, flipped, scores, stride);
-        }
         start = end;
     }
     for (int64_t first = start; first < stop; first += per_block) {

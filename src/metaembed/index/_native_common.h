@@ -63,6 +63,21 @@ static inline const void *vector_at(const Layout *layout, int64_t n, int64_t j) 
     return layout->base[t] + row * layout->dim * layout->element_bytes;
 }
 
+/*
+ * How many tiers the first r_c vectors fill whole (r_c ends at a tier's end), or 0. sizes: the
+ * tiers' vector counts, up to num_tiers of them.
+ */
+static inline int64_t whole_tiers(const int64_t *sizes, int64_t num_tiers, int64_t r_c) {
+    int64_t total = 0, t = 0;
+    while (t < num_tiers && total < r_c) total += sizes[t++];
+    return total == r_c ? t : 0;
+}
+
+/* Whether the AMX copy scores this storage straight from whole tiers ("direct", no decode). */
+static inline int amx_reads_directly(int kind, int64_t dim) {
+    return (kind == ME_KIND_BF16 && dim % 32 == 0) || (kind == ME_KIND_I8 && dim % 64 == 0);
+}
+
 static inline float scale_at(const Layout *layout, int64_t n, int64_t j) {
     int64_t t = layout->tier_of[j];
     return layout->scales[t][n * layout->sizes[t] + layout->index_of[j]];
