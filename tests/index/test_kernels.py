@@ -203,12 +203,13 @@ if "native" in available_backends():
 
 @pytest.mark.parametrize("instruction_set", NATIVE_SETS)
 @pytest.mark.parametrize("dtype", STORAGE_DTYPES)
-@pytest.mark.parametrize("dim", [13, 40, 64, 2100])
+@pytest.mark.parametrize("dim", [13, 40, 64, 224, 2100])
 def test_every_native_instruction_set_matches_reference(rng, instruction_set, dtype, dim):
     """Each copy of the C kernel (AVX2: 8 floats, AVX-512: 16, AMX: 16 x 16 tiles) in every
     form and tail (64: whole 32-dim AMX steps, no masked tail, and the AMX copy's direct
     forms for bfloat16 and int8 at budgets ending at a tier's end, with a decoded
-    remainder)."""
+    remainder; bfloat16 with at most 8 query vectors takes the packed direct form, its query
+    tiles resident at 64 and rotated at 224, seven steps)."""
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]

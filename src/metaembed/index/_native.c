@@ -105,8 +105,11 @@ static void *run_range(void *argument) {
  * Python-harness runs side by side on the 2-core Xeon, 2026-12-03, N = 100k at D = 128 and
  * 30k at D = 1024 (ratios are AMX time / AVX-512 time; docs/index.md):
  * - direct bfloat16: from 16 vectors at every r_c ((1, 1) x 16 queries 0.58, (16, 64) one
- *   query 0.70); from 8 at r_c <= 4 (0.42-0.59) and at D = 1024 (4x8 0.81, 8x16 0.76; at
- *   D = 128 0.99-1.02); from 4 at r_c = 2..4 (2x4 0.62-0.66);
+ *   query 0.70); up to 8 vectors the packed form (direct_packed), from 5 vectors at every
+ *   r_c (one query (8, 16) D = 128 0.86-0.90, D = 1024 0.69; (6, 16) 0.82, (8, 64) 0.67;
+ *   (1, 1) x 6 queries 0.46), from 4 at r_c <= 4 ((1, 1) x 4 0.90, D = 1024 0.73; (2, 4) x 2
+ *   0.62-0.66), at r_c >= 32 ((4, 64) 0.70) and at D >= 512 ((4, 8) 0.81-0.82); one query
+ *   (4, 8) at D = 128 and 256 stays on AVX-512 (1.05-1.10), (4, 16) at D = 128 is a tie;
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
  *   at every r_c ((4, 8) one query 0.87-0.90, (1, 1) x 4 queries 0.75-0.93; one query at
@@ -119,8 +122,7 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
     const int few = r_c >= 2 && r_c <= 4, direct = whole && amx_reads_directly(kind, dim);
     if (kind == ME_KIND_F32) return 0;
     if (kind == ME_KIND_BF16 && direct)
-        return vectors >= 16 || (vectors >= 8 && (r_c <= 4 || dim >= 1024)) ||
-               (vectors >= 4 && few);
+        return vectors >= 5 || (vectors >= 4 && (r_c <= 4 || r_c >= 32 || dim >= 512));
     if (kind == ME_KIND_I8) return vectors >= 8 || (vectors >= 4 && (few || direct));
     if (r_c == 1) return vectors >= 32 && dim >= 1024;
     return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);

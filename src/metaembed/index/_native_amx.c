@@ -42,6 +42,11 @@
  * 7.2-7.5 vs 8.2-8.4, 16 queries (2, 4) 6.3-6.5 vs 8.0-8.3; within 1.5e-6 of the AVX-512 copy,
  * the decoded form 3.8e-6). Tiles there: 0, 1, 4 the digit sums, 2 the stored rows, 5-7 the
  * digits.
+ *
+ * bfloat16 direct with at most 8 query vectors (one query up to (8, 16)) packs both parts of
+ * the query into one B tile per step (direct_packed), halving the tile products, which at 16
+ * columns of 8 vectors left half of each product idle (D = 128, 100k, one query (8, 16):
+ * 19.6-22.9 ms, the AVX-512 copy 25-26 and direct_block as much; within 3e-6 of AVX-512).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall() in <unistd.h>; undeclared it is an error from GCC 14 */
@@ -370,6 +375,105 @@ ME_AMX_INLINE void direct_block(const Layout *layout, int64_t tiers, int64_t fir
 }
 
 /*
+ * B tiles for at most 8 query vectors, both parts in one tile: per step, column n < 8 holds
+ * the hi part of vector n and column 8 + n its lo part (query_tiles' layout otherwise), so a
+ * row's dot is the sum of its lanes n and 8 + n. tiles: query_tiles' output (block 0).
+ */
+static void packed_query_tiles(const uint16_t *tiles, int64_t steps, uint16_t *packed) {
+    for (int64_t s = 0; s < steps; s++)
+        for (int64_t r = 0; r < 16; r++)
+            for (int64_t n = 0; n < 8; n++)
+                for (int64_t e = 0; e < 2; e++) {
+                    const int64_t at = r * 32 + n * 2 + e;
+                    packed[s * 512 + at] = tiles[s * 2 * 512 + at];
+                    packed[s * 512 + at + 16] = tiles[(s * 2 + 1) * 512 + at];
+                }
+}
+
+/* one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3, C tiles 0-1 */
+#define ME_PACKED_STEP(TB, s)                                                            \
+    do {                                                                                 \
+        if (!resident) _tile_loadd(TB, packed + (s) * 512, 64);                          \
+        _tile_loadd(2, a0 + (s) * 64, row_bytes);                                        \
+        _tile_dpbf16ps(0, 2, TB);                                                        \
+        if (pair) {                                                                      \
+            _tile_loadd(3, a1 + (s) * 64, row_bytes);                                    \
+            _tile_dpbf16ps(1, 3, TB);                                                    \
+        }                                                                                \
+    } while (0)
+
+/*
+ * Max of `count` stored rows (16 lanes: hi parts, then lo parts) into best (16, 16): row r is
+ * row `row + r` of a tier of `size` vectors per candidate, so it belongs to candidate
+ * (row + r) / size of the block; its dot is the sum of its lanes n and 8 + n.
+ */
+ME_AMX_INLINE void max_packed(const float *stored, int64_t count, int64_t row, int64_t size,
+                              float *best) {
+    int64_t candidate = row / size, within = row - candidate * size;
+    __m512 top = _mm512_load_ps(best + candidate * 16);
+    for (int64_t r = 0; r < count; r++) {
+        const __m512 parts = _mm512_load_ps(stored + r * 16); /* (16,) */
+        top = _mm512_max_ps(top, _mm512_add_ps(parts, _mm512_shuffle_f32x4(parts, parts, 0x4E)));
+        if (++within == size) {
+            _mm512_store_ps(best + candidate * 16, top);
+            within = 0;
+            if (++candidate < 16) top = _mm512_load_ps(best + candidate * 16);
+        }
+    }
+    if (within) _mm512_store_ps(best + candidate * 16, top);
+}
+
+/*
+ * direct_block for at most 8 query vectors with packed B tiles (packed_query_tiles): one
+ * TDPBF16PS per row tile and step instead of two; with steps <= 4 (dim <= 128) the B tiles
+ * stay in tiles 4-7 for the whole call (`resident`, loaded by the caller), else they rotate
+ * through tiles 4-7 so a load waits only on the product of four steps before. The lanes of
+ * `best` (16, 16) hold each row's sum of its hi and lo lanes in 0-7. Nothing is fetched
+ * ahead: with one A tile per tier and step in flight, direct_block's 16 KiB ahead in every
+ * tier outgrows the 48 KiB L1 (one query (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0
+ * without; (4, 8) 12.0 vs 10.2-10.5; single runs).
+ */
+ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t first,
+                                 const uint16_t *packed, int64_t steps, int resident,
+                                 float *dots, float *best) {
+    const int64_t row_bytes = layout->dim * 2;
+    const float *pending = NULL; /* the stored pair whose max is still to take */
+    int64_t pending_rows = 0, pending_row = 0, pending_size = 1, pairs = 0;
+    for (int64_t i = 0; i < 16 * 16; i += 16) _mm512_store_ps(best + i, _mm512_set1_ps(-INFINITY));
+    for (int64_t t = 0; t < tiers; t++) {
+        const int64_t size = layout->sizes[t];
+        const char *base = layout->base[t] + first * size * row_bytes; /* (16 * size, dim) */
+        for (int64_t tile = 0; tile < size; tile += 2) {
+            const int pair = tile + 1 < size;
+            const char *a0 = base + tile * 16 * row_bytes, *a1 = a0 + 16 * row_bytes;
+            _tile_zero(0);
+            _tile_zero(1);
+            int64_t s = 0;
+            for (; s + 4 <= steps; s += 4) {
+                ME_PACKED_STEP(4, s);
+                ME_PACKED_STEP(5, s + 1);
+                ME_PACKED_STEP(6, s + 2);
+                ME_PACKED_STEP(7, s + 3);
+            }
+            if (s < steps) ME_PACKED_STEP(4, s);
+            if (s + 1 < steps) ME_PACKED_STEP(5, s + 1);
+            if (s + 2 < steps) ME_PACKED_STEP(6, s + 2);
+            /* the max of the pair before, whose scores were stored one pair ago: its loads
+               then find the stores done instead of waiting for them to leave the pipeline */
+            float *stored = dots + (pairs++ % 2) * 512; /* (32, 16) */
+            _tile_stored(0, stored, 64);
+            if (pair) _tile_stored(1, stored + 256, 64);
+            if (pending) max_packed(pending, pending_rows, pending_row, pending_size, best);
+            pending = stored;
+            pending_rows = pair ? 32 : 16;
+            pending_row = tile * 16;
+            pending_size = size;
+        }
+    }
+    if (pending) max_packed(pending, pending_rows, pending_row, pending_size, best);
+}
+
+/*
  * The int8 direct form, dim % 64 == 0 and whole tiers: as direct_block, one row tile of 16
  * stored vectors at a time (three int32 C tiles, one per query digit, and three B tiles leave
  * no room for a pair), products exact in int32 (TDPBSSD); each row's three sums are combined
@@ -477,8 +581,26 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
             }
             query_digits(queries, vectors, dim, digit_steps, digits, scale_of);
         }
+        const int packed = kind == ME_KIND_BF16 && vectors <= 8, resident = steps <= 4;
+        uint16_t *packed_query = NULL;
+        if (packed) {
+            packed_query = aligned_alloc(64, (size_t)(steps * 1024));
+            if (!packed_query) {
+                free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
+                return -2;
+            }
+            packed_query_tiles(query, steps, packed_query);
+            if (resident) {
+                _tile_loadd(4, packed_query, 64);
+                if (steps > 1) _tile_loadd(5, packed_query + 512, 64);
+                if (steps > 2) _tile_loadd(6, packed_query + 1024, 64);
+                if (steps > 3) _tile_loadd(7, packed_query + 1536, 64);
+            }
+        }
         for (int64_t first = start; first < end; first += 16) {
-            if (kind == ME_KIND_I8)
+            if (packed)
+                direct_packed(layout, tiers, first, packed_query, steps, resident, dots, best);
+            else if (kind == ME_KIND_I8)
                 direct_block_i8(layout, tiers, first, first + 32 <= end, digits, scale_of,
                                 blocks, digit_steps, lanes, sums, best);
             else
@@ -486,7 +608,7 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
                              lanes, dots, best);
             write_scores(best, 16, first, num_queries, r_q, lanes, flipped, scores, stride);
         }
-        free(digits); free(scale_of); free(sums);
+        free(digits); free(scale_of); free(sums); free(packed_query);
         start = end;
     }
     for (int64_t first = start; first < stop; first += per_block) {
