@@ -203,17 +203,18 @@ if "native" in available_backends():
 
 @pytest.mark.parametrize("instruction_set", NATIVE_SETS)
 @pytest.mark.parametrize("dtype", STORAGE_DTYPES)
-@pytest.mark.parametrize("dim", [13, 40, 64, 224, 2100])
+@pytest.mark.parametrize("dim", [13, 40, 64, 224, 448, 2100])
 def test_every_native_instruction_set_matches_reference(rng, instruction_set, dtype, dim):
     """Each copy of the C kernel (AVX2: 8 floats, AVX-512: 16, AMX: 16 x 16 tiles) in every
     form and tail (64: whole 32-dim AMX steps, no masked tail, and the AMX copy's direct
     forms for bfloat16 and int8 at budgets ending at a tier's end, with a decoded
-    remainder; bfloat16 with at most 8 query vectors takes the packed direct form, its query
-    tiles resident at 64 and rotated at 224, seven steps)."""
+    remainder; at most 8 query vectors on bfloat16 and 5 on int8 take the packed direct
+    form, its query tiles resident at 64 and rotated at 224, seven bfloat16 steps, and 448,
+    seven int8 steps)."""
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]
-    budgets += [(3, 2), (5, 9), (6, 16), (8, 19), (16, 1)]
+    budgets += [(3, 2), (5, 8), (5, 9), (6, 16), (8, 19), (16, 1)]
     for num_queries in (1, 2, 19):  # one query, a pair, a batch with a partial lane block
         assert_budgets_match_reference(
             queries[:num_queries], candidates, dtype, "native", budgets, (1, 3), atol=5e-5,

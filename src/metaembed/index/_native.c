@@ -112,8 +112,10 @@ static void *run_range(void *argument) {
  *   (4, 8) at D = 128 and 256 stays on AVX-512 (1.05-1.10), (4, 16) at D = 128 is a tie;
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
- *   at every r_c ((4, 8) one query 0.87-0.90, (1, 1) x 4 queries 0.75-0.93; one query at
- *   (1, 1) and (2, 4) stays on AVX-512: direct 1.1-1.5x, (1, 1) x 2 queries 1.2-1.6x);
+ *   at every r_c (up to 5 vectors the packed form: (4, 8) one query 0.77, D = 1024 0.60,
+ *   (5, 16) 0.61); direct from 2 vectors at r_c <= 4 and D <= 256 ((2, 4) one query 0.75,
+ *   D = 256 0.88; (1, 1) x 2 queries 0.93-0.94, x 3 0.80; at D = 512 and 1024 (2, 4) is
+ *   1.05-1.22x, so it stays on AVX-512, as do one query (1, 1): 1.14, and (1, 4): 1.12);
  * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94),
  *   from 8 at r_c = 2..4 (0.72-0.80); at r_c = 1 only from 32 vectors at D >= 1024 (0.72;
  *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).
@@ -123,7 +125,9 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
     if (kind == ME_KIND_F32) return 0;
     if (kind == ME_KIND_BF16 && direct)
         return vectors >= 5 || (vectors >= 4 && (r_c <= 4 || r_c >= 32 || dim >= 512));
-    if (kind == ME_KIND_I8) return vectors >= 8 || (vectors >= 4 && (few || direct));
+    if (kind == ME_KIND_I8)
+        return vectors >= 8 || (vectors >= 4 && (few || direct)) ||
+               (direct && vectors >= 2 && r_c <= 4 && dim <= 256);
     if (r_c == 1) return vectors >= 32 && dim >= 1024;
     return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);
 }

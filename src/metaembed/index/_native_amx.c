@@ -47,6 +47,9 @@
  * the query into one B tile per step (direct_packed), halving the tile products, which at 16
  * columns of 8 vectors left half of each product idle (D = 128, 100k, one query (8, 16):
  * 19.6-22.9 ms, the AVX-512 copy 25-26 and direct_block as much; within 3e-6 of AVX-512).
+ * int8 direct with at most 5 query vectors packs the three digits the same way (columns
+ * 5d + n), one TDPBSSD per row tile and step instead of three, row tiles in pairs (one query,
+ * D = 128, 100k, side by side: (4, 8) 6.2 ms vs 7.2 for direct_block_i8, (2, 4) 1.8 vs 2.8).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall() in <unistd.h>; undeclared it is an error from GCC 14 */
@@ -390,30 +393,62 @@ static void packed_query_tiles(const uint16_t *tiles, int64_t steps, uint16_t *p
                 }
 }
 
+/*
+ * The same for int8 and at most 5 query vectors, the three digits in one tile: per step,
+ * column 5 * d + n holds digit d of vector n (query_digits' layout otherwise; column 15 is
+ * zero), so a row's dot is its lanes n, 5 + n and 10 + n weighted 1, 2^-7 and 2^-14.
+ */
+static void packed_digit_tiles(const int8_t *digits, int64_t steps, int8_t *packed) {
+    memset(packed, 0, (size_t)(steps * 1024));
+    for (int64_t s = 0; s < steps; s++)
+        for (int64_t d = 0; d < 3; d++)
+            for (int64_t r = 0; r < 16; r++)
+                memcpy(packed + s * 1024 + r * 64 + d * 20, digits + (s * 3 + d) * 1024 + r * 64,
+                       20); /* columns 0-4 of digit d: 5 x 4 bytes */
+}
+
 /* one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3, C tiles 0-1 */
 #define ME_PACKED_STEP(TB, s)                                                            \
     do {                                                                                 \
-        if (!resident) _tile_loadd(TB, packed + (s) * 512, 64);                          \
+        if (!resident) _tile_loadd(TB, packed + (s) * 1024, 64);                         \
         _tile_loadd(2, a0 + (s) * 64, row_bytes);                                        \
-        _tile_dpbf16ps(0, 2, TB);                                                        \
+        if (kind == ME_KIND_I8) _tile_dpbssd(0, 2, TB); else _tile_dpbf16ps(0, 2, TB);   \
         if (pair) {                                                                      \
             _tile_loadd(3, a1 + (s) * 64, row_bytes);                                    \
-            _tile_dpbf16ps(1, 3, TB);                                                    \
+            if (kind == ME_KIND_I8) _tile_dpbssd(1, 3, TB); else _tile_dpbf16ps(1, 3, TB); \
         }                                                                                \
     } while (0)
 
 /*
- * Max of `count` stored rows (16 lanes: hi parts, then lo parts) into best (16, 16): row r is
- * row `row + r` of a tier of `size` vectors per candidate, so it belongs to candidate
- * (row + r) / size of the block; its dot is the sum of its lanes n and 8 + n.
+ * Max of `count` stored rows (16 lanes: packed_query_tiles' or packed_digit_tiles' columns)
+ * into best (16, 16): row r is row `row + r` of a tier of `size` vectors per candidate, so it
+ * belongs to candidate (row + r) / size of the block. bfloat16: a row's dot is the sum of its
+ * lanes n and 8 + n; int8: of its lanes n, 5 + n and 10 + n, weighted, times row_scales[r].
  */
-ME_AMX_INLINE void max_packed(const float *stored, int64_t count, int64_t row, int64_t size,
-                              float *best) {
+ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, int64_t size,
+                              const float *row_scales, float *best, const int kind) {
+    const __m512 weights = _mm512_set_ps(0.0f, 0x1p-14f, 0x1p-14f, 0x1p-14f, 0x1p-14f,
+                                         0x1p-14f, 0x1p-7f, 0x1p-7f, 0x1p-7f, 0x1p-7f, 0x1p-7f,
+                                         1.0f, 1.0f, 1.0f, 1.0f, 1.0f);
+    const __m512i by5 = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
+                                                          5, 4, 3, 2, 1, 0),
+                                         _mm512_set1_epi32(5)); /* past 15: wraps, unused */
+    const __m512i by10 = _mm512_add_epi32(by5, _mm512_set1_epi32(5));
     int64_t candidate = row / size, within = row - candidate * size;
     __m512 top = _mm512_load_ps(best + candidate * 16);
     for (int64_t r = 0; r < count; r++) {
-        const __m512 parts = _mm512_load_ps(stored + r * 16); /* (16,) */
-        top = _mm512_max_ps(top, _mm512_add_ps(parts, _mm512_shuffle_f32x4(parts, parts, 0x4E)));
+        __m512 dot; /* (16,), lanes 0-7 (bfloat16) or 0-4 (int8) */
+        if (kind == ME_KIND_I8) {
+            const __m512 parts = _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_load_si512((const int32_t *)stored + r * 16)), weights);
+            dot = _mm512_add_ps(_mm512_add_ps(parts, _mm512_permutexvar_ps(by5, parts)),
+                                _mm512_permutexvar_ps(by10, parts));
+            dot = _mm512_mul_ps(dot, _mm512_set1_ps(row_scales[r]));
+        } else {
+            const __m512 parts = _mm512_load_ps((const float *)stored + r * 16);
+            dot = _mm512_add_ps(parts, _mm512_shuffle_f32x4(parts, parts, 0x4E));
+        }
+        top = _mm512_max_ps(top, dot);
         if (++within == size) {
             _mm512_store_ps(best + candidate * 16, top);
             within = 0;
@@ -424,20 +459,24 @@ ME_AMX_INLINE void max_packed(const float *stored, int64_t count, int64_t row, i
 }
 
 /*
- * direct_block for at most 8 query vectors with packed B tiles (packed_query_tiles): one
- * TDPBF16PS per row tile and step instead of two; with steps <= 4 (dim <= 128) the B tiles
- * stay in tiles 4-7 for the whole call (`resident`, loaded by the caller), else they rotate
- * through tiles 4-7 so a load waits only on the product of four steps before. The lanes of
- * `best` (16, 16) hold each row's sum of its hi and lo lanes in 0-7. Nothing is fetched
- * ahead: with one A tile per tier and step in flight, direct_block's 16 KiB ahead in every
- * tier outgrows the 48 KiB L1 (one query (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0
- * without; (4, 8) 12.0 vs 10.2-10.5; single runs).
+ * direct_block for at most 8 query vectors (bfloat16) or 5 (int8, direct_block_i8's digits)
+ * with packed B tiles (packed_query_tiles, packed_digit_tiles): one tile product per row tile
+ * and step instead of two (bfloat16) or three (int8), and row tiles in pairs; with steps <= 4
+ * the B tiles stay in tiles 4-7 for the whole call (`resident`, loaded by the caller), else
+ * they rotate through tiles 4-7 so a load waits only on the product of four steps before.
+ * Lanes 0-7 (bfloat16) or 0-4 (int8) of `best` (16, 16) hold the query vectors' maxima, int8
+ * times scale_of. Nothing is fetched ahead: with one A tile per tier and step in flight,
+ * direct_block's 16 KiB ahead in every tier outgrows the 48 KiB L1 (bfloat16 one query
+ * (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0 without; (4, 8) 12.0 vs 10.2-10.5;
+ * single runs; into L2 only, 8 or 16 KiB ahead, 1.03-1.05x the time without, side by side).
+ * dots: (2, 32, 16) floats or int32.
  */
 ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t first,
-                                 const uint16_t *packed, int64_t steps, int resident,
-                                 float *dots, float *best) {
-    const int64_t row_bytes = layout->dim * 2;
-    const float *pending = NULL; /* the stored pair whose max is still to take */
+                                 const char *packed, int64_t steps, int resident,
+                                 const float *scale_of, float *dots, float *best,
+                                 const int kind) {
+    const int64_t row_bytes = layout->dim * element_bytes_of(kind);
+    const float *pending = NULL, *pending_scales = NULL; /* the pair whose max is to take */
     int64_t pending_rows = 0, pending_row = 0, pending_size = 1, pairs = 0;
     for (int64_t i = 0; i < 16 * 16; i += 16) _mm512_store_ps(best + i, _mm512_set1_ps(-INFINITY));
     for (int64_t t = 0; t < tiers; t++) {
@@ -463,14 +502,22 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
             float *stored = dots + (pairs++ % 2) * 512; /* (32, 16) */
             _tile_stored(0, stored, 64);
             if (pair) _tile_stored(1, stored + 256, 64);
-            if (pending) max_packed(pending, pending_rows, pending_row, pending_size, best);
+            if (pending)
+                max_packed(pending, pending_rows, pending_row, pending_size, pending_scales,
+                           best, kind);
             pending = stored;
             pending_rows = pair ? 32 : 16;
             pending_row = tile * 16;
             pending_size = size;
+            if (kind == ME_KIND_I8) pending_scales = layout->scales[t] + (first * size + tile * 16);
         }
     }
-    if (pending) max_packed(pending, pending_rows, pending_row, pending_size, best);
+    if (pending)
+        max_packed(pending, pending_rows, pending_row, pending_size, pending_scales, best, kind);
+    if (kind == ME_KIND_I8) /* the query scales, positive, after the max */
+        for (int64_t c = 0; c < 16; c++)
+            _mm512_store_ps(best + c * 16, _mm512_mul_ps(_mm512_load_ps(best + c * 16),
+                                                         _mm512_load_ps(scale_of)));
 }
 
 /*
@@ -581,25 +628,36 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
             }
             query_digits(queries, vectors, dim, digit_steps, digits, scale_of);
         }
-        const int packed = kind == ME_KIND_BF16 && vectors <= 8, resident = steps <= 4;
-        uint16_t *packed_query = NULL;
+        /* at most 8 query vectors (bfloat16) or 5 (int8): direct_packed */
+        const int packed = kind == ME_KIND_I8 ? vectors <= 5 : vectors <= 8;
+        const int64_t packed_steps = kind == ME_KIND_I8 ? digit_steps : steps;
+        const int resident = packed_steps <= 4;
+        char *packed_query = NULL; /* (packed_steps, 1024 bytes) */
         if (packed) {
-            packed_query = aligned_alloc(64, (size_t)(steps * 1024));
+            packed_query = aligned_alloc(64, (size_t)(packed_steps * 1024));
             if (!packed_query) {
+                free(digits); free(scale_of); free(sums);
                 free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
                 return -2;
             }
-            packed_query_tiles(query, steps, packed_query);
+            if (kind == ME_KIND_I8)
+                packed_digit_tiles(digits, digit_steps, (int8_t *)packed_query);
+            else
+                packed_query_tiles(query, steps, (uint16_t *)packed_query);
             if (resident) {
                 _tile_loadd(4, packed_query, 64);
-                if (steps > 1) _tile_loadd(5, packed_query + 512, 64);
-                if (steps > 2) _tile_loadd(6, packed_query + 1024, 64);
-                if (steps > 3) _tile_loadd(7, packed_query + 1536, 64);
+                if (packed_steps > 1) _tile_loadd(5, packed_query + 1024, 64);
+                if (packed_steps > 2) _tile_loadd(6, packed_query + 2048, 64);
+                if (packed_steps > 3) _tile_loadd(7, packed_query + 3072, 64);
             }
         }
         for (int64_t first = start; first < end; first += 16) {
-            if (packed)
-                direct_packed(layout, tiers, first, packed_query, steps, resident, dots, best);
+            if (packed && kind == ME_KIND_I8)
+                direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
+                              scale_of, dots, best, ME_KIND_I8);
+            else if (packed)
+                direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
+                              scale_of, dots, best, ME_KIND_BF16);
             else if (kind == ME_KIND_I8)
                 direct_block_i8(layout, tiers, first, first + 32 <= end, digits, scale_of,
                                 blocks, digit_steps, lanes, sums, best);
