@@ -186,6 +186,32 @@ def test_stale_native_library_is_not_used(monkeypatch, caplog):
         kernels_native.load_library.cache_clear()
 
 
+def _builds_native_here() -> bool:
+    """Whether the native kernel should build here: x86-64 with AVX2 and a C compiler."""
+    import platform
+    import shutil
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
+    return (
+        platform.machine() == "x86_64"
+        and all(flag in flags for flag in ("avx2", "fma", "f16c"))
+        and any(shutil.which(compiler) for compiler in ("cc", "gcc", "clang"))
+    )
+
+
+@pytest.mark.skipif(not _builds_native_here(), reason="no AVX2 CPU or no C compiler here")
+def test_native_kernel_is_built_where_it_can_be():
+    """The extension is optional so installs without a compiler succeed; where a compiler and
+    an AVX2 CPU exist, a missing kernel means the C build failed (pip only warns), and every
+    native test below would be skipped instead of failing."""
+    assert "native" in available_backends(), (
+        "the native kernel did not build: reinstall with `pip install -e . -v` to see the "
+        "compiler's error"
+    )
+
+
 @pytest.mark.skipif("native" not in available_backends(), reason="native kernel not built here")
 def test_native_caps_its_thread_count(rng):
     """More threads than the kernel starts (256): capped, not an error, same scores."""

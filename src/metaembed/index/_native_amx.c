@@ -49,7 +49,9 @@
  * 19.6-22.9 ms, the AVX-512 copy 25-26 and direct_block as much; within 3e-6 of AVX-512).
  * int8 direct with at most 5 query vectors packs the three digits the same way (columns
  * 5d + n), one TDPBSSD per row tile and step instead of three, row tiles in pairs (one query,
- * D = 128, 100k, side by side: (4, 8) 6.2 ms vs 7.2 for direct_block_i8, (2, 4) 1.8 vs 2.8).
+ * D = 128, 100k, side by side: (4, 8) 6.2 ms vs 7.2 for direct_block_i8, (2, 4) 1.8 vs 2.8);
+ * with 6-8 vectors in two tiles, digits 0-1 and digit 2 (one query (8, 16): D = 1024, 30k,
+ * 27.5-28.3 ms vs 38.0-40.0; D = 128 14.0-14.3 vs 14.7-15.1).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall() in <unistd.h>; undeclared it is an error from GCC 14 */
@@ -394,17 +396,22 @@ static void packed_query_tiles(const uint16_t *tiles, int64_t steps, uint16_t *p
 }
 
 /*
- * The same for int8 and at most 5 query vectors, the three digits in one tile: per step,
- * column 5 * d + n holds digit d of vector n (query_digits' layout otherwise; column 15 is
- * zero), so a row's dot is its lanes n, 5 + n and 10 + n weighted 1, 2^-7 and 2^-14.
+ * The same for int8 (query_digits' layout otherwise). At most 5 query vectors: the three
+ * digits in one tile per step, column 5 * d + n holding digit d of vector n (column 15 zero),
+ * so a row's dot is its lanes n, 5 + n and 10 + n weighted 1, 2^-7 and 2^-14. `wide`, 6-8
+ * vectors: two tiles per step, digits 0 and 1 in columns n and 8 + n of the first, digit 2 in
+ * columns n of the second (columns 8-15 zero).
  */
-static void packed_digit_tiles(const int8_t *digits, int64_t steps, int8_t *packed) {
-    memset(packed, 0, (size_t)(steps * 1024));
+static void packed_digit_tiles(const int8_t *digits, int64_t steps, int wide, int8_t *packed) {
+    const int64_t step_bytes = wide ? 2048 : 1024, width = wide ? 8 : 5;
+    memset(packed, 0, (size_t)(steps * step_bytes));
     for (int64_t s = 0; s < steps; s++)
-        for (int64_t d = 0; d < 3; d++)
-            for (int64_t r = 0; r < 16; r++)
-                memcpy(packed + s * 1024 + r * 64 + d * 20, digits + (s * 3 + d) * 1024 + r * 64,
-                       20); /* columns 0-4 of digit d: 5 x 4 bytes */
+        for (int64_t d = 0; d < 3; d++) {
+            const int64_t at = wide ? d / 2 * 1024 + d % 2 * 32 : d * 20; /* bytes */
+            for (int64_t r = 0; r < 16; r++) /* columns 0 .. width - 1 of digit d */
+                memcpy(packed + s * step_bytes + at + r * 64, digits + (s * 3 + d) * 1024 + r * 64,
+                       (size_t)(width * 4));
+        }
 }
 
 /* one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3, C tiles 0-1 */
@@ -419,14 +426,32 @@ static void packed_digit_tiles(const int8_t *digits, int64_t steps, int8_t *pack
         }                                                                                \
     } while (0)
 
+/* one step of direct_packed's wide int8 form: B tiles 4-5, A tiles 2-3, C tiles 0-1 and 6-7 */
+#define ME_WIDE_STEP(s)                                                                  \
+    do {                                                                                 \
+        _tile_loadd(4, packed + (s) * 2048, 64);                                         \
+        _tile_loadd(5, packed + (s) * 2048 + 1024, 64);                                  \
+        _tile_loadd(2, a0 + (s) * 64, row_bytes);                                        \
+        _tile_dpbssd(0, 2, 4);                                                           \
+        _tile_dpbssd(1, 2, 5);                                                           \
+        if (pair) {                                                                      \
+            _tile_loadd(3, a1 + (s) * 64, row_bytes);                                    \
+            _tile_dpbssd(6, 3, 4);                                                       \
+            _tile_dpbssd(7, 3, 5);                                                       \
+        }                                                                                \
+    } while (0)
+
 /*
  * Max of `count` stored rows (16 lanes: packed_query_tiles' or packed_digit_tiles' columns)
  * into best (16, 16): row r is row `row + r` of a tier of `size` vectors per candidate, so it
  * belongs to candidate (row + r) / size of the block. bfloat16: a row's dot is the sum of its
- * lanes n and 8 + n; int8: of its lanes n, 5 + n and 10 + n, weighted, times row_scales[r].
+ * lanes n and 8 + n; int8: of its lanes n, 5 + n and 10 + n, weighted, times row_scales[r];
+ * wide int8: lanes n and 8 + n of row r % 16 of tile pair r / 16 (X, then Y: 512 lanes a
+ * pair), plus lane n of Y, weighted. stored: (2, 16, 16) floats or int32, wide (2, 2, 16, 16).
  */
 ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, int64_t size,
-                              const float *row_scales, float *best, const int kind) {
+                              const float *row_scales, float *best, const int kind,
+                              const int wide) {
     const __m512 weights = _mm512_set_ps(0.0f, 0x1p-14f, 0x1p-14f, 0x1p-14f, 0x1p-14f,
                                          0x1p-14f, 0x1p-7f, 0x1p-7f, 0x1p-7f, 0x1p-7f, 0x1p-7f,
                                          1.0f, 1.0f, 1.0f, 1.0f, 1.0f);
@@ -438,7 +463,15 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
     __m512 top = _mm512_load_ps(best + candidate * 16);
     for (int64_t r = 0; r < count; r++) {
         __m512 dot; /* (16,), lanes 0-7 (bfloat16) or 0-4 (int8) */
-        if (kind == ME_KIND_I8) {
+        if (wide) {
+            const int32_t *first_sums = (const int32_t *)stored + r / 16 * 512 + r % 16 * 16;
+            const __m512 parts = _mm512_cvtepi32_ps(_mm512_load_si512(first_sums)); /* d0, d1 */
+            const __m512 last = _mm512_cvtepi32_ps(_mm512_load_si512(first_sums + 256)); /* d2 */
+            dot = _mm512_fmadd_ps(_mm512_shuffle_f32x4(parts, parts, 0x4E),
+                                  _mm512_set1_ps(0x1p-7f), parts);
+            dot = _mm512_fmadd_ps(last, _mm512_set1_ps(0x1p-14f), dot);
+            dot = _mm512_mul_ps(dot, _mm512_set1_ps(row_scales[r]));
+        } else if (kind == ME_KIND_I8) {
             const __m512 parts = _mm512_mul_ps(
                 _mm512_cvtepi32_ps(_mm512_load_si512((const int32_t *)stored + r * 16)), weights);
             dot = _mm512_add_ps(_mm512_add_ps(parts, _mm512_permutexvar_ps(by5, parts)),
@@ -459,22 +492,23 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
 }
 
 /*
- * direct_block for at most 8 query vectors (bfloat16) or 5 (int8, direct_block_i8's digits)
+ * direct_block for at most 8 query vectors (bfloat16 or int8, direct_block_i8's digits)
  * with packed B tiles (packed_query_tiles, packed_digit_tiles): one tile product per row tile
- * and step instead of two (bfloat16) or three (int8), and row tiles in pairs; with steps <= 4
- * the B tiles stay in tiles 4-7 for the whole call (`resident`, loaded by the caller), else
- * they rotate through tiles 4-7 so a load waits only on the product of four steps before.
- * Lanes 0-7 (bfloat16) or 0-4 (int8) of `best` (16, 16) hold the query vectors' maxima, int8
- * times scale_of. Nothing is fetched ahead: with one A tile per tier and step in flight,
+ * and step instead of two (bfloat16) or three (int8 up to 5 vectors; `wide`, 6-8 vectors: two,
+ * into C tiles 0-1 and 6-7, with B tiles 4-5 loaded every step), and row tiles in pairs; with
+ * steps <= 4 the B tiles stay in tiles 4-7 for the whole call (`resident`, loaded by the
+ * caller), else they rotate through tiles 4-7 so a load waits only on the product of four
+ * steps before. Lanes 0-7 (bfloat16, wide int8) or 0-4 (int8) of `best` (16, 16) hold the
+ * query vectors' maxima, int8 times scale_of. Nothing is fetched ahead: with one A tile per tier and step in flight,
  * direct_block's 16 KiB ahead in every tier outgrows the 48 KiB L1 (bfloat16 one query
  * (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0 without; (4, 8) 12.0 vs 10.2-10.5;
  * single runs; into L2 only, 8 or 16 KiB ahead, 1.03-1.05x the time without, side by side).
- * dots: (2, 32, 16) floats or int32.
+ * dots: (2, 32, 16) floats or int32, wide (2, 2, 2, 16, 16).
  */
 ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t first,
                                  const char *packed, int64_t steps, int resident,
                                  const float *scale_of, float *dots, float *best,
-                                 const int kind) {
+                                 const int kind, const int wide) {
     const int64_t row_bytes = layout->dim * element_bytes_of(kind);
     const float *pending = NULL, *pending_scales = NULL; /* the pair whose max is to take */
     int64_t pending_rows = 0, pending_row = 0, pending_size = 1, pairs = 0;
@@ -488,6 +522,11 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
             _tile_zero(0);
             _tile_zero(1);
             int64_t s = 0;
+            if (wide) {
+                _tile_zero(6);
+                _tile_zero(7);
+                for (; s < steps; s++) ME_WIDE_STEP(s);
+            }
             for (; s + 4 <= steps; s += 4) {
                 ME_PACKED_STEP(4, s);
                 ME_PACKED_STEP(5, s + 1);
@@ -499,12 +538,18 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
             if (s + 2 < steps) ME_PACKED_STEP(6, s + 2);
             /* the max of the pair before, whose scores were stored one pair ago: its loads
                then find the stores done instead of waiting for them to leave the pipeline */
-            float *stored = dots + (pairs++ % 2) * 512; /* (32, 16) */
-            _tile_stored(0, stored, 64);
-            if (pair) _tile_stored(1, stored + 256, 64);
+            float *stored = dots + (pairs++ % 2) * (wide ? 1024 : 512); /* (32, 16) or X, Y */
+            _tile_stored(0, stored, 64); /* tile numbers are immediates */
+            if (wide) {
+                _tile_stored(1, stored + 256, 64);
+                if (pair) _tile_stored(6, stored + 512, 64);
+                if (pair) _tile_stored(7, stored + 768, 64);
+            } else if (pair) {
+                _tile_stored(1, stored + 256, 64);
+            }
             if (pending)
                 max_packed(pending, pending_rows, pending_row, pending_size, pending_scales,
-                           best, kind);
+                           best, kind, wide);
             pending = stored;
             pending_rows = pair ? 32 : 16;
             pending_row = tile * 16;
@@ -513,7 +558,8 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
         }
     }
     if (pending)
-        max_packed(pending, pending_rows, pending_row, pending_size, pending_scales, best, kind);
+        max_packed(pending, pending_rows, pending_row, pending_size, pending_scales, best, kind,
+                   wide);
     if (kind == ME_KIND_I8) /* the query scales, positive, after the max */
         for (int64_t c = 0; c < 16; c++)
             _mm512_store_ps(best + c * 16, _mm512_mul_ps(_mm512_load_ps(best + c * 16),
@@ -597,7 +643,8 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
     const int64_t rows = per_block * r_c, tiles = rows / 16;
     uint16_t *query = aligned_alloc(64, (size_t)(blocks * steps * 2 * 1024));
     uint16_t *hi = aligned_alloc(64, (size_t)(2 * rows * padded * 2)); /* hi, then lo */
-    float *dots = aligned_alloc(64, (size_t)(rows * lanes * 4));
+    /* (rows, lanes), and at least direct_packed's two wide pairs */
+    float *dots = aligned_alloc(64, (size_t)((rows * lanes > 2048 ? rows * lanes : 2048) * 4));
     const int64_t best_rows = (per_block + 15) / 16 * 16; /* whole transposes of 16 */
     float *best = aligned_alloc(64, (size_t)(best_rows * lanes * 4));
     float *flipped = aligned_alloc(64, (size_t)(lanes * 16 * 4));
@@ -628,20 +675,20 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
             }
             query_digits(queries, vectors, dim, digit_steps, digits, scale_of);
         }
-        /* at most 8 query vectors (bfloat16) or 5 (int8): direct_packed */
-        const int packed = kind == ME_KIND_I8 ? vectors <= 5 : vectors <= 8;
+        /* at most 8 query vectors: direct_packed (int8 from 6 vectors in its wide form) */
+        const int packed = vectors <= 8, wide = packed && kind == ME_KIND_I8 && vectors > 5;
         const int64_t packed_steps = kind == ME_KIND_I8 ? digit_steps : steps;
-        const int resident = packed_steps <= 4;
-        char *packed_query = NULL; /* (packed_steps, 1024 bytes) */
+        const int resident = !wide && packed_steps <= 4;
+        char *packed_query = NULL; /* (packed_steps, 1024 bytes), wide 2048 */
         if (packed) {
-            packed_query = aligned_alloc(64, (size_t)(packed_steps * 1024));
+            packed_query = aligned_alloc(64, (size_t)(packed_steps * (wide ? 2048 : 1024)));
             if (!packed_query) {
                 free(digits); free(scale_of); free(sums);
                 free(query); free(hi); free(dots); free(best); free(flipped); free(scales);
                 return -2;
             }
             if (kind == ME_KIND_I8)
-                packed_digit_tiles(digits, digit_steps, (int8_t *)packed_query);
+                packed_digit_tiles(digits, digit_steps, wide, (int8_t *)packed_query);
             else
                 packed_query_tiles(query, steps, (uint16_t *)packed_query);
             if (resident) {
@@ -652,12 +699,15 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
             }
         }
         for (int64_t first = start; first < end; first += 16) {
-            if (packed && kind == ME_KIND_I8)
+            if (wide)
+                direct_packed(layout, tiers, first, packed_query, packed_steps, 0, scale_of,
+                              dots, best, ME_KIND_I8, 1);
+            else if (packed && kind == ME_KIND_I8)
                 direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
-                              scale_of, dots, best, ME_KIND_I8);
+                              scale_of, dots, best, ME_KIND_I8, 0);
             else if (packed)
                 direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
-                              scale_of, dots, best, ME_KIND_BF16);
+                              scale_of, dots, best, ME_KIND_BF16, 0);
             else if (kind == ME_KIND_I8)
                 direct_block_i8(layout, tiers, first, first + 32 <= end, digits, scale_of,
                                 blocks, digit_steps, lanes, sums, best);
