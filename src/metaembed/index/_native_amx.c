@@ -503,6 +503,10 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
  * direct_block's 16 KiB ahead in every tier outgrows the 48 KiB L1 (bfloat16 one query
  * (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0 without; (4, 8) 12.0 vs 10.2-10.5;
  * single runs; into L2 only, 8 or 16 KiB ahead, 1.03-1.05x the time without, side by side).
+ * Also measured side by side and not kept: two steps' A tiles in flight (tiles 2-5, B tiles
+ * reloaded every step) 1.0-1.02x at D = 128; a max over each candidate's rows with two
+ * accumulators instead of one running max 1.0-1.12x. Without the max (wrong scores, timing
+ * only) one query (8, 16) took 18 of its 20 ms: the tile loads bound it.
  * dots: (2, 32, 16) floats or int32, wide (2, 2, 2, 16, 16).
  */
 ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t first,
