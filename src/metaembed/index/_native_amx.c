@@ -51,7 +51,13 @@
  * 5d + n), one TDPBSSD per row tile and step instead of three, row tiles in pairs (one query,
  * D = 128, 100k, side by side: (4, 8) 6.2 ms vs 7.2 for direct_block_i8, (2, 4) 1.8 vs 2.8);
  * with 6-8 vectors in two tiles, digits 0-1 and digit 2 (one query (8, 16): D = 1024, 30k,
- * 27.5-28.3 ms vs 38.0-40.0; D = 128 14.0-14.3 vs 14.7-15.1).
+ * 27.5-28.3 ms vs 38.0-40.0; D = 128 14.0-14.3 vs 14.7-15.1). float16 with dim % 32 == 0 and
+ * at most 8 query vectors takes the same path in tier order (amx_streams_f16): each pair of
+ * row tiles is split into bfloat16 parts (truncated to 8 bits, and the exact rest) one pair
+ * ahead, fetching ME_F16_AHEAD bytes ahead in the tier, and both parts multiply the packed
+ * query tile into one C tile, so a row's dot is again lanes n + (8 + n) (one query (8, 16),
+ * D = 128, 100k, side by side: 19.0-19.7 ms vs 29.8 for the decoded form and 22.5-22.8 on
+ * AVX-512; without the prefetch 33.5, 1 KiB ahead 19.8-21.0, 4 KiB 21.6, 16 KiB 26.0).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall() in <unistd.h>; undeclared it is an error from GCC 14 */
@@ -81,6 +87,7 @@
 #define ME_XFEATURE_XTILEDATA 18
 #define ME_BLOCK_ROWS 64 /* candidate vectors decoded per block (at least one unit) */
 #define ME_DIRECT_AHEAD 16384 /* bytes ahead in a tier that the direct form fetches */
+#define ME_F16_AHEAD 2048     /* bytes ahead that split_f16_rows fetches */
 #define ME_AMX_QUERY_BYTES (1024 * 1024) /* query parts per pass over the candidates */
 
 /* Whether this CPU and OS run the AMX copy (asks the OS for the tile state once). */
@@ -414,6 +421,47 @@ static void packed_digit_tiles(const int8_t *digits, int64_t steps, int wide, in
         }
 }
 
+/*
+ * count float16 values (a multiple of 32), consecutive rows of a tier, as bfloat16 parts hi
+ * and lo of the same layout: hi is the value truncated to 8 significant bits, lo the rest
+ * (at most 3 bits, so both are exact in bfloat16 and hi + lo is the value).
+ */
+ME_AMX_INLINE void split_f16_rows(const uint16_t *values, int64_t count, uint16_t *hi,
+                                  uint16_t *lo) {
+    const __m512i top = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (int64_t i = 0; i < count; i += 32) {
+        _mm_prefetch((const char *)(values + i) + ME_F16_AHEAD, _MM_HINT_T0);
+        const __m512i raw = _mm512_loadu_si512(values + i);
+        const __m512 low = _mm512_cvtph_ps(_mm512_castsi512_si256(raw)); /* values i .. i + 15 */
+        const __m512 high = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1));
+        const __m512 low_hi = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(low), top));
+        const __m512 high_hi =
+            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(high), top));
+        _mm512_storeu_si512(hi + i, (__m512i)_mm512_cvtne2ps_pbh(high_hi, low_hi));
+        _mm512_storeu_si512(lo + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(high, high_hi),
+                                                                  _mm512_sub_ps(low, low_hi)));
+    }
+}
+
+/*
+ * The float16 parts of the pair of row tiles (tier *t, tiles *tile and *tile + 1) of block
+ * `first` into parts (hi, lo of the first tile, then of the second); then advances *t, *tile
+ * to the next pair in direct_packed's order.
+ */
+ME_AMX_INLINE void split_f16_pair(const Layout *layout, int64_t first, int64_t *t,
+                                  int64_t *tile, uint16_t *parts) {
+    const int64_t size = layout->sizes[*t], values = 16 * layout->dim;
+    const uint16_t *rows = (const uint16_t *)layout->base[*t] + (first * size + *tile * 16) *
+                                                                     layout->dim;
+    split_f16_rows(rows, values, parts, parts + values);
+    if (*tile + 1 < size) split_f16_rows(rows + values, values, parts + 2 * values, parts + 3 * values);
+    *tile += 2;
+    if (*tile >= size) {
+        *tile = 0;
+        ++*t;
+    }
+}
+
 /* one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3, C tiles 0-1 */
 #define ME_PACKED_STEP(TB, s)                                                            \
     do {                                                                                 \
@@ -423,6 +471,22 @@ static void packed_digit_tiles(const int8_t *digits, int64_t steps, int wide, in
         if (pair) {                                                                      \
             _tile_loadd(3, a1 + (s) * 64, row_bytes);                                    \
             if (kind == ME_KIND_I8) _tile_dpbssd(1, 3, TB); else _tile_dpbf16ps(1, 3, TB); \
+        }                                                                                \
+    } while (0)
+
+/* one step of direct_packed's float16 form: both parts of rows a0 (and a1) into C tiles 0-1 */
+#define ME_F16_STEP(TB, s)                                                               \
+    do {                                                                                 \
+        if (!resident) _tile_loadd(TB, packed + (s) * 1024, 64);                         \
+        _tile_loadd(2, parts + (s) * 64, row_bytes);                                     \
+        _tile_loadd(3, parts + part_bytes + (s) * 64, row_bytes);                        \
+        _tile_dpbf16ps(0, 2, TB);                                                        \
+        _tile_dpbf16ps(0, 3, TB);                                                        \
+        if (pair) {                                                                      \
+            _tile_loadd(2, parts + 2 * part_bytes + (s) * 64, row_bytes);                \
+            _tile_loadd(3, parts + 3 * part_bytes + (s) * 64, row_bytes);                \
+            _tile_dpbf16ps(1, 2, TB);                                                    \
+            _tile_dpbf16ps(1, 3, TB);                                                    \
         }                                                                                \
     } while (0)
 
@@ -492,7 +556,8 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
 }
 
 /*
- * direct_block for at most 8 query vectors (bfloat16 or int8, direct_block_i8's digits)
+ * direct_block for at most 8 query vectors (bfloat16, float16 split into parts in
+ * `decoded` (2, 4, 16, dim) a pair ahead, or int8 with direct_block_i8's digits)
  * with packed B tiles (packed_query_tiles, packed_digit_tiles): one tile product per row tile
  * and step instead of two (bfloat16) or three (int8 up to 5 vectors; `wide`, 6-8 vectors: two,
  * into C tiles 0-1 and 6-7, with B tiles 4-5 loaded every step), and row tiles in pairs; with
@@ -512,8 +577,12 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
 ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t first,
                                  const char *packed, int64_t steps, int resident,
                                  const float *scale_of, float *dots, float *best,
-                                 const int kind, const int wide) {
+                                 uint16_t *decoded, const int kind, const int wide) {
     const int64_t row_bytes = layout->dim * element_bytes_of(kind);
+    const int64_t part_bytes = 16 * row_bytes; /* float16: hi, lo of a0, then of a1 */
+    const int64_t values = 16 * layout->dim;   /* float16 values of one row tile */
+    int64_t ahead_t = 0, ahead_tile = 0;       /* float16: the pair decoded next */
+    if (kind == ME_KIND_F16) split_f16_pair(layout, first, &ahead_t, &ahead_tile, decoded);
     const float *pending = NULL, *pending_scales = NULL; /* the pair whose max is to take */
     int64_t pending_rows = 0, pending_row = 0, pending_size = 1, pairs = 0;
     for (int64_t i = 0; i < 16 * 16; i += 16) _mm512_store_ps(best + i, _mm512_set1_ps(-INFINITY));
@@ -530,6 +599,24 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
                 _tile_zero(6);
                 _tile_zero(7);
                 for (; s < steps; s++) ME_WIDE_STEP(s);
+            }
+            if (kind == ME_KIND_F16) {
+                /* this pair's parts were decoded one pair ago; the next pair's are decoded
+                   while its products run (tile loads wait for the stores before them) */
+                const char *parts = (const char *)(decoded + (pairs % 2) * 4 * values);
+                for (; s + 4 <= steps; s += 4) {
+                    ME_F16_STEP(4, s);
+                    ME_F16_STEP(5, s + 1);
+                    ME_F16_STEP(6, s + 2);
+                    ME_F16_STEP(7, s + 3);
+                }
+                if (s < steps) ME_F16_STEP(4, s);
+                if (s + 1 < steps) ME_F16_STEP(5, s + 1);
+                if (s + 2 < steps) ME_F16_STEP(6, s + 2);
+                s = steps;
+                if (ahead_t < tiers)
+                    split_f16_pair(layout, first, &ahead_t, &ahead_tile,
+                                   decoded + ((pairs + 1) % 2) * 4 * values);
             }
             for (; s + 4 <= steps; s += 4) {
                 ME_PACKED_STEP(4, s);
@@ -646,7 +733,9 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
         unit * (unit * r_c >= ME_BLOCK_ROWS ? 1 : ME_BLOCK_ROWS / (unit * r_c));
     const int64_t rows = per_block * r_c, tiles = rows / 16;
     uint16_t *query = aligned_alloc(64, (size_t)(blocks * steps * 2 * 1024));
-    uint16_t *hi = aligned_alloc(64, (size_t)(2 * rows * padded * 2)); /* hi, then lo */
+    /* hi, then lo; and at least direct_packed's float16 parts, (2, 4, 16, padded) */
+    const int64_t part_rows = 2 * rows > 128 ? 2 * rows : 128;
+    uint16_t *hi = aligned_alloc(64, (size_t)(part_rows * padded * 2));
     /* (rows, lanes), and at least direct_packed's two wide pairs */
     float *dots = aligned_alloc(64, (size_t)((rows * lanes > 2048 ? rows * lanes : 2048) * 4));
     const int64_t best_rows = (per_block + 15) / 16 * 16; /* whole transposes of 16 */
@@ -661,8 +750,9 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
     memset(hi, 0, (size_t)(2 * rows * padded * 2)); /* dims past `dim` stay zero */
     query_tiles(queries, vectors, dim, steps, query);
     /* the direct forms need every row of a block's tier stretch to be among the first r_c */
-    const int64_t tiers =
-        amx_reads_directly(kind, dim) ? whole_tiers(layout->sizes, ME_MAX_TIERS, r_c) : 0;
+    const int64_t tiers = amx_reads_directly(kind, dim) || amx_streams_f16(kind, dim, vectors)
+                              ? whole_tiers(layout->sizes, ME_MAX_TIERS, r_c)
+                              : 0;
     if (tiers) { /* whole blocks of 16 directly, the rest decoded below */
         const int64_t digit_steps = dim / 64, end = start + (stop - start) / 16 * 16;
         int8_t *digits = NULL; /* int8: the query digits, their scales, one tile's sums */
@@ -705,13 +795,16 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
         for (int64_t first = start; first < end; first += 16) {
             if (wide)
                 direct_packed(layout, tiers, first, packed_query, packed_steps, 0, scale_of,
-                              dots, best, ME_KIND_I8, 1);
+                              dots, best, hi, ME_KIND_I8, 1);
             else if (packed && kind == ME_KIND_I8)
                 direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
-                              scale_of, dots, best, ME_KIND_I8, 0);
+                              scale_of, dots, best, hi, ME_KIND_I8, 0);
+            else if (packed && kind == ME_KIND_F16)
+                direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
+                              scale_of, dots, best, hi, ME_KIND_F16, 0);
             else if (packed)
                 direct_packed(layout, tiers, first, packed_query, packed_steps, resident,
-                              scale_of, dots, best, ME_KIND_BF16, 0);
+                              scale_of, dots, best, hi, ME_KIND_BF16, 0);
             else if (kind == ME_KIND_I8)
                 direct_block_i8(layout, tiers, first, first + 32 <= end, digits, scale_of,
                                 blocks, digit_steps, lanes, sums, best);
