@@ -462,31 +462,30 @@ ME_AMX_INLINE void split_f16_pair(const Layout *layout, int64_t first, int64_t *
     }
 }
 
-/* one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3, C tiles 0-1 */
+/*
+ * one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3 (float16: the
+ * hi and lo parts of a row tile, one after the other), C tiles 0-1
+ */
 #define ME_PACKED_STEP(TB, s)                                                            \
     do {                                                                                 \
         if (!resident) _tile_loadd(TB, packed + (s) * 1024, 64);                         \
-        _tile_loadd(2, a0 + (s) * 64, row_bytes);                                        \
-        if (kind == ME_KIND_I8) _tile_dpbssd(0, 2, TB); else _tile_dpbf16ps(0, 2, TB);   \
-        if (pair) {                                                                      \
-            _tile_loadd(3, a1 + (s) * 64, row_bytes);                                    \
-            if (kind == ME_KIND_I8) _tile_dpbssd(1, 3, TB); else _tile_dpbf16ps(1, 3, TB); \
+        if (kind == ME_KIND_F16) {                                                       \
+            _tile_loadd(2, parts + (s) * 64, row_bytes);                                 \
+            _tile_loadd(3, parts + part_bytes + (s) * 64, row_bytes);                    \
+            _tile_dpbf16ps(0, 2, TB);                                                    \
+            _tile_dpbf16ps(0, 3, TB);                                                    \
+        } else {                                                                         \
+            _tile_loadd(2, a0 + (s) * 64, row_bytes);                                    \
+            if (kind == ME_KIND_I8) _tile_dpbssd(0, 2, TB); else _tile_dpbf16ps(0, 2, TB); \
         }                                                                                \
-    } while (0)
-
-/* one step of direct_packed's float16 form: both parts of rows a0 (and a1) into C tiles 0-1 */
-#define ME_F16_STEP(TB, s)                                                               \
-    do {                                                                                 \
-        if (!resident) _tile_loadd(TB, packed + (s) * 1024, 64);                         \
-        _tile_loadd(2, parts + (s) * 64, row_bytes);                                     \
-        _tile_loadd(3, parts + part_bytes + (s) * 64, row_bytes);                        \
-        _tile_dpbf16ps(0, 2, TB);                                                        \
-        _tile_dpbf16ps(0, 3, TB);                                                        \
-        if (pair) {                                                                      \
+        if (pair && kind == ME_KIND_F16) {                                               \
             _tile_loadd(2, parts + 2 * part_bytes + (s) * 64, row_bytes);                \
             _tile_loadd(3, parts + 3 * part_bytes + (s) * 64, row_bytes);                \
             _tile_dpbf16ps(1, 2, TB);                                                    \
             _tile_dpbf16ps(1, 3, TB);                                                    \
+        } else if (pair) {                                                               \
+            _tile_loadd(3, a1 + (s) * 64, row_bytes);                                    \
+            if (kind == ME_KIND_I8) _tile_dpbssd(1, 3, TB); else _tile_dpbf16ps(1, 3, TB); \
         }                                                                                \
     } while (0)
 
@@ -600,24 +599,8 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
                 _tile_zero(7);
                 for (; s < steps; s++) ME_WIDE_STEP(s);
             }
-            if (kind == ME_KIND_F16) {
-                /* this pair's parts were decoded one pair ago; the next pair's are decoded
-                   while its products run (tile loads wait for the stores before them) */
-                const char *parts = (const char *)(decoded + (pairs % 2) * 4 * values);
-                for (; s + 4 <= steps; s += 4) {
-                    ME_F16_STEP(4, s);
-                    ME_F16_STEP(5, s + 1);
-                    ME_F16_STEP(6, s + 2);
-                    ME_F16_STEP(7, s + 3);
-                }
-                if (s < steps) ME_F16_STEP(4, s);
-                if (s + 1 < steps) ME_F16_STEP(5, s + 1);
-                if (s + 2 < steps) ME_F16_STEP(6, s + 2);
-                s = steps;
-                if (ahead_t < tiers)
-                    split_f16_pair(layout, first, &ahead_t, &ahead_tile,
-                                   decoded + ((pairs + 1) % 2) * 4 * values);
-            }
+            /* float16: this pair's parts were split one pair ago (below) */
+            const char *parts = (const char *)(decoded + (pairs % 2) * 4 * values);
             for (; s + 4 <= steps; s += 4) {
                 ME_PACKED_STEP(4, s);
                 ME_PACKED_STEP(5, s + 1);
@@ -627,6 +610,11 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
             if (s < steps) ME_PACKED_STEP(4, s);
             if (s + 1 < steps) ME_PACKED_STEP(5, s + 1);
             if (s + 2 < steps) ME_PACKED_STEP(6, s + 2);
+            /* float16: the next pair's parts, split while this pair's products run (a tile
+               load waits for the stores before it) */
+            if (kind == ME_KIND_F16 && ahead_t < tiers)
+                split_f16_pair(layout, first, &ahead_t, &ahead_tile,
+                               decoded + ((pairs + 1) % 2) * 4 * values);
             /* the max of the pair before, whose scores were stored one pair ago: its loads
                then find the stores done instead of waiting for them to leave the pipeline */
             float *stored = dots + (pairs++ % 2) * (wide ? 1024 : 512); /* (32, 16) or X, Y */
