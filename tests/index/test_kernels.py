@@ -234,9 +234,10 @@ def test_every_native_instruction_set_matches_reference(rng, instruction_set, dt
     """Each copy of the C kernel (AVX2: 8 floats, AVX-512: 16, AMX: 16 x 16 tiles) in every
     form and tail (64: whole 32-dim AMX steps, no masked tail, and the AMX copy's direct
     forms for bfloat16 and int8 at budgets ending at a tier's end, with a decoded
-    remainder; at most 8 query vectors take the packed direct form (float16 split a pair of
-    row tiles at a time, int8 from 6 vectors in two digit tiles), its query tiles resident at
-    64 and rotated at 224, seven bfloat16 steps, and 448, seven int8 steps)."""
+    remainder; at most 8 query vectors take the packed direct form (float16, up to 16,
+    split a pair of row tiles at a time; int8 from 6 vectors in two digit tiles), its query
+    tiles resident at 64 and rotated at 224, seven bfloat16 steps, and 448, seven int8
+    steps)."""
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]
@@ -254,10 +255,11 @@ def test_native_direct_forms_with_few_rows_per_block(rng, instruction_set, dtype
     """24 stored vectors (tiers 1, 3, 4, 8, 8): at r_c = 24 a block holds 48 rows, fewer than
     the packed float16 form's parts of two row tiles need, so its buffer is sized apart."""
     candidates = normalized(rng, 70, 24, 64)
-    queries = torch.from_numpy(normalized(rng, 2, 8, 64))
+    queries = torch.from_numpy(normalized(rng, 2, 16, 64))
     for num_queries in (1, 2):
         assert_budgets_match_reference(
-            queries[:num_queries], candidates, dtype, "native", [(8, 24), (4, 24), (1, 24)],
+            queries[:num_queries], candidates, dtype, "native",
+            [(16, 24), (8, 24), (4, 24), (1, 24)],
             (1, 2), atol=5e-5, instruction_set=instruction_set,
         )  # fmt: skip
 

@@ -116,11 +116,13 @@ static void *run_range(void *argument) {
  *   (5, 16) 0.61); direct from 2 vectors at r_c <= 4 and D <= 256 ((2, 4) one query 0.75,
  *   D = 256 0.88; (1, 1) x 2 queries 0.93-0.94, x 3 0.80; at D = 512 and 1024 (2, 4) is
  *   1.05-1.22x, so it stays on AVX-512, as do one query (1, 1): 1.14, and (1, 4): 1.12);
- * - float16 in tier order (amx_streams_f16: whole tiers, D % 32 == 0, up to 8 vectors) at
- *   D <= 128: from 6 vectors at every r_c (one query (8, 16) 0.83, (6, 16) 0.83, (8, 64) 0.87;
- *   (1, 1) x 6 queries 0.55), from 4 at r_c = 2..4 ((2, 4) x 2 0.58-0.68, x 4 0.48-0.59); one
- *   query (4, 8) 1.10 and (2, 4) 1.1-1.5 stay on AVX-512, as does D = 1024 (one query
- *   (8, 16) 1.29, (1, 1) x 8 1.25) except at r_c = 2..4 from 8 vectors, below;
+ * - float16 in tier order (amx_streams_f16: whole tiers, D % 32 == 0, up to 16 vectors) at
+ *   D <= 128: from 6 vectors at every r_c (one query (8, 16) 0.83, (6, 16) 0.83, (8, 64) 0.87,
+ *   (16, 16) 0.72, (16, 64) 0.80; (1, 1) x 6 queries 0.55, x 12 0.58, x 16 0.77), from 4 at
+ *   r_c = 2..4 ((2, 4) x 2 0.58-0.68, x 4 0.48-0.59); one query (4, 8) 1.10 and (2, 4)
+ *   1.1-1.5 stay on AVX-512, as do up to 8 vectors at D = 1024 (one query (8, 16) 1.29,
+ *   (1, 1) x 8 1.25) except at r_c = 2..4 from 8 vectors, below (one query (16, 64) at
+ *   D = 1024, 0.80, is on the tiles by the 16-vector rule below; (1, 1) x 16 there 0.99);
  * - float16 (and bfloat16 that must be decoded): from 16 vectors at r_c >= 4 (0.40-0.94),
  *   from 8 at r_c = 2..4 (0.72-0.80); at r_c = 1 only from 32 vectors at D >= 1024 (0.72;
  *   16 vectors 0.96-1.1 at D = 1024, 8-16 at D = 128 0.79-1.05).

@@ -57,7 +57,11 @@
  * ahead, fetching ME_F16_AHEAD bytes ahead in the tier, and both parts multiply the packed
  * query tile into one C tile, so a row's dot is again lanes n + (8 + n) (one query (8, 16),
  * D = 128, 100k, side by side: 19.0-19.7 ms vs 29.8 for the decoded form and 22.5-22.8 on
- * AVX-512; without the prefetch 33.5, 1 KiB ahead 19.8-21.0, 4 KiB 21.6, 16 KiB 26.0).
+ * AVX-512; without the prefetch 33.5, 1 KiB ahead 19.8-21.0, 4 KiB 21.6, 16 KiB 26.0). With
+ * 9-16 query vectors (the wide float16 form) both query parts take a B tile each, three
+ * products per row tile and step, one lane per query vector (against the decoded form, side
+ * by side: one query (16, 64) 91.9 ms vs 120.2 at D = 128, 214.7 vs 247.2 at D = 1024 (30k);
+ * (1, 1) x 16 queries 1.88 vs 2.87).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* syscall() in <unistd.h>; undeclared it is an error from GCC 14 */
@@ -489,6 +493,26 @@ ME_AMX_INLINE void split_f16_pair(const Layout *layout, int64_t first, int64_t *
         }                                                                                \
     } while (0)
 
+/* one step of direct_packed's wide float16 form (9-16 query vectors): B tiles 4-5 the query's
+   hi and lo parts (query_tiles), A tiles 2-3 a row tile's parts, C tiles 0-1 */
+#define ME_F16_WIDE_STEP(s)                                                              \
+    do {                                                                                 \
+        _tile_loadd(4, packed + (s) * 2048, 64);                                         \
+        _tile_loadd(5, packed + (s) * 2048 + 1024, 64);                                  \
+        _tile_loadd(2, parts + (s) * 64, row_bytes);                                     \
+        _tile_loadd(3, parts + part_bytes + (s) * 64, row_bytes);                        \
+        _tile_dpbf16ps(0, 2, 4);                                                         \
+        _tile_dpbf16ps(0, 3, 4);                                                         \
+        _tile_dpbf16ps(0, 2, 5);                                                         \
+        if (pair) {                                                                      \
+            _tile_loadd(2, parts + 2 * part_bytes + (s) * 64, row_bytes);                \
+            _tile_loadd(3, parts + 3 * part_bytes + (s) * 64, row_bytes);                \
+            _tile_dpbf16ps(1, 2, 4);                                                     \
+            _tile_dpbf16ps(1, 3, 4);                                                     \
+            _tile_dpbf16ps(1, 2, 5);                                                     \
+        }                                                                                \
+    } while (0)
+
 /* one step of direct_packed's wide int8 form: B tiles 4-5, A tiles 2-3, C tiles 0-1 and 6-7 */
 #define ME_WIDE_STEP(s)                                                                  \
     do {                                                                                 \
@@ -526,7 +550,9 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
     __m512 top = _mm512_load_ps(best + candidate * 16);
     for (int64_t r = 0; r < count; r++) {
         __m512 dot; /* (16,), lanes 0-7 (bfloat16) or 0-4 (int8) */
-        if (wide) {
+        if (wide && kind == ME_KIND_F16) { /* one lane per query vector */
+            dot = _mm512_load_ps((const float *)stored + r * 16);
+        } else if (wide) {
             const int32_t *first_sums = (const int32_t *)stored + r / 16 * 512 + r % 16 * 16;
             const __m512 parts = _mm512_cvtepi32_ps(_mm512_load_si512(first_sums)); /* d0, d1 */
             const __m512 last = _mm512_cvtepi32_ps(_mm512_load_si512(first_sums + 256)); /* d2 */
@@ -556,7 +582,8 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
 
 /*
  * direct_block for at most 8 query vectors (bfloat16, float16 split into parts in
- * `decoded` (2, 4, 16, dim) a pair ahead, or int8 with direct_block_i8's digits)
+ * `decoded` (2, 4, 16, dim) a pair ahead, or int8 with direct_block_i8's digits; `wide`
+ * float16: 9-16 vectors, B tiles 4-5 query_tiles' hi and lo parts, reloaded every step)
  * with packed B tiles (packed_query_tiles, packed_digit_tiles): one tile product per row tile
  * and step instead of two (bfloat16) or three (int8 up to 5 vectors; `wide`, 6-8 vectors: two,
  * into C tiles 0-1 and 6-7, with B tiles 4-5 loaded every step), and row tiles in pairs; with
@@ -594,13 +621,15 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
             _tile_zero(0);
             _tile_zero(1);
             int64_t s = 0;
-            if (wide) {
+            /* float16: this pair's parts were split one pair ago (below) */
+            const char *parts = (const char *)(decoded + (pairs % 2) * 4 * values);
+            if (wide && kind == ME_KIND_I8) {
                 _tile_zero(6);
                 _tile_zero(7);
                 for (; s < steps; s++) ME_WIDE_STEP(s);
+            } else if (wide) {
+                for (; s < steps; s++) ME_F16_WIDE_STEP(s);
             }
-            /* float16: this pair's parts were split one pair ago (below) */
-            const char *parts = (const char *)(decoded + (pairs % 2) * 4 * values);
             for (; s + 4 <= steps; s += 4) {
                 ME_PACKED_STEP(4, s);
                 ME_PACKED_STEP(5, s + 1);
@@ -617,9 +646,10 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
                                decoded + ((pairs + 1) % 2) * 4 * values);
             /* the max of the pair before, whose scores were stored one pair ago: its loads
                then find the stores done instead of waiting for them to leave the pipeline */
-            float *stored = dots + (pairs++ % 2) * (wide ? 1024 : 512); /* (32, 16) or X, Y */
+            const int four = wide && kind == ME_KIND_I8; /* C tiles 0-1 and 6-7 */
+            float *stored = dots + (pairs++ % 2) * (four ? 1024 : 512); /* (32, 16) or X, Y */
             _tile_stored(0, stored, 64); /* tile numbers are immediates */
-            if (wide) {
+            if (four) {
                 _tile_stored(1, stored + 256, 64);
                 if (pair) _tile_stored(6, stored + 512, 64);
                 if (pair) _tile_stored(7, stored + 768, 64);
@@ -757,12 +787,14 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
             }
             query_digits(queries, vectors, dim, digit_steps, digits, scale_of);
         }
-        /* at most 8 query vectors: direct_packed (int8 from 6 vectors in its wide form) */
-        const int packed = vectors <= 8, wide = packed && kind == ME_KIND_I8 && vectors > 5;
+        /* at most 8 query vectors, float16 16: direct_packed (int8 from 6 vectors and float16
+           from 9 in its wide forms) */
+        const int packed = vectors <= 8 || (kind == ME_KIND_F16 && vectors <= 16);
+        const int wide = packed && vectors > (kind == ME_KIND_I8 ? 5 : 8);
         const int64_t packed_steps = kind == ME_KIND_I8 ? digit_steps : steps;
         const int resident = !wide && packed_steps <= 4;
         char *packed_query = NULL; /* (packed_steps, 1024 bytes), wide 2048 */
-        if (packed) {
+        if (packed && !(wide && kind == ME_KIND_F16)) { /* wide float16: query_tiles' own */
             packed_query = aligned_alloc(64, (size_t)(packed_steps * (wide ? 2048 : 1024)));
             if (!packed_query) {
                 free(digits); free(scale_of); free(sums);
@@ -781,7 +813,10 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
             }
         }
         for (int64_t first = start; first < end; first += 16) {
-            if (wide)
+            if (wide && kind == ME_KIND_F16)
+                direct_packed(layout, tiers, first, (const char *)query, steps, 0, scale_of,
+                              dots, best, hi, ME_KIND_F16, 1);
+            else if (wide)
                 direct_packed(layout, tiers, first, packed_query, packed_steps, 0, scale_of,
                               dots, best, hi, ME_KIND_I8, 1);
             else if (packed && kind == ME_KIND_I8)

@@ -78,9 +78,10 @@ static inline int amx_reads_directly(int kind, int64_t dim) {
     return (kind == ME_KIND_BF16 && dim % 32 == 0) || (kind == ME_KIND_I8 && dim % 64 == 0);
 }
 
-/* Whether the AMX copy scores float16 in tier order, 16 rows decoded at a time (direct_packed). */
+/* Whether the AMX copy scores float16 in tier order, split a pair of row tiles at a time
+   (direct_packed), rather than decoding blocks of candidates. */
 static inline int amx_streams_f16(int kind, int64_t dim, int64_t vectors) {
-    return kind == ME_KIND_F16 && dim % 32 == 0 && vectors <= 8;
+    return kind == ME_KIND_F16 && dim % 32 == 0 && vectors <= 16;
 }
 
 static inline float scale_at(const Layout *layout, int64_t n, int64_t j) {
