@@ -4,11 +4,13 @@
 ...        "ndcg@10": 0.25,
 ...        "classification_accuracy": 0.5, "scoring_flops": 2_000_000, "latency_ms_per_query": 0.5,
 ...        "index_bytes": 4096}
->>> print(format_table([row]))  # doctest: +NORMALIZE_WHITESPACE
-| model | budget | R@1 | R@10 | NDCG@10 | class. acc. | scoring FLOPs | latency ms/query
-  | index memory |
-|---|---|---|---|---|---|---|---|---|
-| MetaEmbed | 1x1 | 10.0 | 40.0 | 25.0 | 50.0 | 2.0 M | 0.50 | 4.0 KiB |
+>>> header, rule, line = format_table([row]).splitlines()
+>>> header.split(" | ")[2:]
+['R@1', 'R@10', 'NDCG@10', 'class. acc.', 'scoring FLOPs', 'latency ms/query', 'index memory |']
+>>> rule
+'|---|---|---|---|---|---|---|---|---|'
+>>> line
+'| MetaEmbed | 1x1 | 10.0 | 40.0 | 25.0 | 50.0 | 2.0 M | 0.50 | 4.0 KiB |'
 """
 
 from __future__ import annotations

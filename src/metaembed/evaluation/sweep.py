@@ -170,10 +170,8 @@ def markdown_table(
 ) -> str:
     """Markdown table of fractions shown as percentages (``-`` for missing values).
 
-    >>> print(markdown_table("Budget", ["overall"], {"(1, 1)": {"overall": 0.5}}))
-    | Budget | overall |
-    |---|---|
-    | (1, 1) | 50.0 |
+    >>> markdown_table("Budget", ["overall"], {"(1, 1)": {"overall": 0.5}}).splitlines()
+    ['| Budget | overall |', '|---|---|', '| (1, 1) | 50.0 |']
     """
     lines = ["| " + " | ".join([first, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
     for name, values in rows.items():
