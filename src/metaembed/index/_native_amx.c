@@ -455,10 +455,11 @@ ME_AMX_INLINE void split_f16_rows(const uint16_t *values, int64_t count, uint16_
 ME_AMX_INLINE void split_f16_pair(const Layout *layout, int64_t first, int64_t *t,
                                   int64_t *tile, uint16_t *parts) {
     const int64_t size = layout->sizes[*t], values = 16 * layout->dim;
-    const uint16_t *rows = (const uint16_t *)layout->base[*t] + (first * size + *tile * 16) *
-                                                                     layout->dim;
+    const uint16_t *rows = /* (32, dim), or 16 rows for a tier's last odd tile */
+        (const uint16_t *)layout->base[*t] + (first * size + *tile * 16) * layout->dim;
     split_f16_rows(rows, values, parts, parts + values);
-    if (*tile + 1 < size) split_f16_rows(rows + values, values, parts + 2 * values, parts + 3 * values);
+    if (*tile + 1 < size)
+        split_f16_rows(rows + values, values, parts + 2 * values, parts + 3 * values);
     *tile += 2;
     if (*tile >= size) {
         *tile = 0;
@@ -581,17 +582,20 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
 }
 
 /*
- * direct_block for at most 8 query vectors (bfloat16, float16 split into parts in
- * `decoded` (2, 4, 16, dim) a pair ahead, or int8 with direct_block_i8's digits; `wide`
- * float16: 9-16 vectors, B tiles 4-5 query_tiles' hi and lo parts, reloaded every step)
- * with packed B tiles (packed_query_tiles, packed_digit_tiles): one tile product per row tile
- * and step instead of two (bfloat16) or three (int8 up to 5 vectors; `wide`, 6-8 vectors: two,
- * into C tiles 0-1 and 6-7, with B tiles 4-5 loaded every step), and row tiles in pairs; with
- * steps <= 4 the B tiles stay in tiles 4-7 for the whole call (`resident`, loaded by the
- * caller), else they rotate through tiles 4-7 so a load waits only on the product of four
- * steps before. Lanes 0-7 (bfloat16, wide int8) or 0-4 (int8) of `best` (16, 16) hold the
- * query vectors' maxima, int8 times scale_of. Nothing is fetched ahead: with one A tile per tier and step in flight,
- * direct_block's 16 KiB ahead in every tier outgrows the 48 KiB L1 (bfloat16 one query
+ * direct_block for few query vectors with packed B tiles, row tiles in pairs (C tiles 0-1):
+ * - bfloat16, up to 8 vectors: packed_query_tiles, one product per row tile and step
+ *   instead of two;
+ * - float16, up to 8 vectors: the same tiles times both parts of each row tile, split into
+ *   `decoded` (2, 4, 16, dim) a pair ahead (split_f16_pair); `wide`, 9-16 vectors: query_tiles'
+ *   hi and lo parts in B tiles 4-5, reloaded every step, three products, one lane a vector;
+ * - int8, up to 5 vectors: packed_digit_tiles, one product instead of three; `wide`, 6-8
+ *   vectors: two tiles (B 4-5, reloaded every step) into C tiles 0-1 and 6-7.
+ * With steps <= 4 and one B tile a step, the B tiles stay in tiles 4-7 for the whole call
+ * (`resident`, loaded by the caller), else they rotate through tiles 4-7 so a load waits only
+ * on the product of four steps before. Lanes 0-7 (bfloat16, float16, wide int8), 0-15 (wide
+ * float16) or 0-4 (int8) of `best` (16, 16) hold the query vectors' maxima, int8 times
+ * scale_of. bfloat16 and int8 fetch nothing ahead: with one A tile per tier and step in
+ * flight, direct_block's 16 KiB ahead in every tier outgrows the 48 KiB L1 (bfloat16 one query
  * (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0 without; (4, 8) 12.0 vs 10.2-10.5;
  * single runs; into L2 only, 8 or 16 KiB ahead, 1.03-1.05x the time without, side by side).
  * Also measured side by side and not kept: two steps' A tiles in flight (tiles 2-5, B tiles
@@ -812,6 +816,8 @@ ME_AMX_INLINE int score_queries(const float *queries, int64_t num_queries, int64
                 if (packed_steps > 3) _tile_loadd(7, packed_query + 3072, 64);
             }
         }
+        /* each direct_packed call with constant kind and wide: its inlined copy keeps only
+           its own branches */
         for (int64_t first = start; first < end; first += 16) {
             if (wide && kind == ME_KIND_F16)
                 direct_packed(layout, tiers, first, (const char *)query, steps, 0, scale_of,
