@@ -252,10 +252,11 @@ def test_every_native_instruction_set_matches_reference(rng, instruction_set, dt
 @pytest.mark.parametrize("instruction_set", NATIVE_SETS)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "int8"])
 def test_native_direct_forms_with_few_rows_per_block(rng, instruction_set, dtype):
-    """24 stored vectors (tiers 1, 3, 4, 8, 8): at r_c = 24 a block holds 48 rows, fewer than
-    the 64 the packed float16 form's parts of two row tiles take, whose buffer score_queries
-    sizes for both; every copy and form is held to the reference there (an overrun need not
-    show as a wrong score, so this checks the scores, not the sizing)."""
+    """24 stored vectors (tiers 1, 3, 4, 8, 8): at r_c = 24 a block holds 48 rows, so the
+    decode buffer (hi and lo: 96 rows) is smaller than the packed float16 form's parts (two
+    pairs of row tiles, hi and lo: 128 rows), which score_queries sizes for; every copy and
+    form is held to the reference there (an overrun need not show as a wrong score, so this
+    checks the scores, not the sizing)."""
     candidates = normalized(rng, 70, 24, 64)
     queries = torch.from_numpy(normalized(rng, 2, 16, 64))
     for num_queries in (1, 2):
