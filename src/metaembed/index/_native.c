@@ -108,14 +108,17 @@ static void *run_range(void *argument) {
  *   query 0.70); up to 8 vectors the packed form (direct_packed), from 5 vectors at every
  *   r_c (one query (8, 16) D = 128 0.86-0.90, D = 1024 0.69; (6, 16) 0.82, (8, 64) 0.67;
  *   (1, 1) x 6 queries 0.46), from 4 at r_c <= 4 ((1, 1) x 4 0.90, D = 1024 0.73; (2, 4) x 2
- *   0.62-0.66), at r_c >= 32 ((4, 64) 0.70) and at D >= 512 ((4, 8) 0.81-0.82); one query
- *   (4, 8) at D = 128 and 256 stays on AVX-512 (1.05-1.10), (4, 16) at D = 128 is a tie;
+ *   0.62-0.66), at r_c >= 32 ((4, 64) 0.70), at D >= 512 ((4, 8) 0.81-0.82) and, since
+ *   direct_packed fetches small pairs ahead, at D <= 128 ((4, 8) 0.88, (4, 16) 0.86); one
+ *   query (4, 8) at D = 256 stays on AVX-512 (1.05-1.10);
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
  *   at every r_c (up to 5 vectors the packed form: (4, 8) one query 0.77, D = 1024 0.60,
  *   (5, 16) 0.61); direct from 2 vectors at r_c <= 4 and D <= 256 ((2, 4) one query 0.75,
  *   D = 256 0.88; (1, 1) x 2 queries 0.93-0.94, x 3 0.80; at D = 512 and 1024 (2, 4) is
- *   1.05-1.22x, so it stays on AVX-512, as do one query (1, 1): 1.14, and (1, 4): 1.12);
+ *   1.05-1.22x, so it stays on AVX-512, as do one query (1, 1): 1.14-1.17, and (1, 4):
+ *   0.93-1.12), and from 3 at every r_c at D <= 256 (with the pair prefetch: (3, 8) 0.42,
+ *   (3, 16) 0.69; 2 vectors: (2, 8) 0.79-0.91, (2, 16) 1.0-1.1, so they stay);
  * - float16 in tier order (amx_streams_f16: whole tiers, D % 32 == 0, up to 16 vectors) at
  *   D <= 128: from 6 vectors at every r_c (one query (8, 16) 0.83, (6, 16) 0.83, (8, 64) 0.87,
  *   (16, 16) 0.72, (16, 64) 0.80; (1, 1) x 6 queries 0.55, x 12 0.58, x 16 0.77), from 4 at
@@ -131,10 +134,11 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
     const int few = r_c >= 2 && r_c <= 4, direct = whole && amx_reads_directly(kind, dim);
     if (kind == ME_KIND_F32) return 0;
     if (kind == ME_KIND_BF16 && direct)
-        return vectors >= 5 || (vectors >= 4 && (r_c <= 4 || r_c >= 32 || dim >= 512));
+        return vectors >= 5 ||
+               (vectors >= 4 && (r_c <= 4 || r_c >= 32 || dim <= 128 || dim >= 512));
     if (kind == ME_KIND_I8)
         return vectors >= 8 || (vectors >= 4 && (few || direct)) ||
-               (direct && vectors >= 2 && r_c <= 4 && dim <= 256);
+               (direct && dim <= 256 && (vectors >= 3 || (vectors >= 2 && r_c <= 4)));
     if (whole && amx_streams_f16(kind, dim, vectors) && dim <= 128 &&
         (vectors >= 6 || (vectors >= 4 && few)))
         return 1;

@@ -92,6 +92,8 @@
 #define ME_BLOCK_ROWS 64 /* candidate vectors decoded per block (at least one unit) */
 #define ME_DIRECT_AHEAD 16384 /* bytes ahead in a tier that the direct form fetches */
 #define ME_F16_AHEAD 2048     /* bytes ahead that split_f16_rows fetches */
+#define ME_PACKED_AHEAD 2048  /* bytes ahead of a pair of row tiles that direct_packed fetches */
+#define ME_PACKED_PAIR_BYTES 8192 /* ... for pairs up to this size (bfloat16 and int8) */
 #define ME_AMX_QUERY_BYTES (1024 * 1024) /* query parts per pass over the candidates */
 
 /* Whether this CPU and OS run the AMX copy (asks the OS for the tile state once). */
@@ -594,10 +596,15 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
  * (`resident`, loaded by the caller), else they rotate through tiles 4-7 so a load waits only
  * on the product of four steps before. Lanes 0-7 (bfloat16, float16, wide int8), 0-15 (wide
  * float16) or 0-4 (int8) of `best` (16, 16) hold the query vectors' maxima, int8 times
- * scale_of. bfloat16 and int8 fetch nothing ahead: with one A tile per tier and step in
- * flight, direct_block's 16 KiB ahead in every tier outgrows the 48 KiB L1 (bfloat16 one query
- * (8, 16), D = 128, 100k: 21-22.7 ms with it, 19.6-20.0 without; (4, 8) 12.0 vs 10.2-10.5;
- * single runs; into L2 only, 8 or 16 KiB ahead, 1.03-1.05x the time without, side by side).
+ * scale_of. bfloat16 and int8, with a pair of row tiles of at most ME_PACKED_PAIR_BYTES
+ * (bfloat16 D <= 128, int8 D <= 256), fetch the pair's lines ME_PACKED_AHEAD bytes ahead
+ * before its products: profiled, the first product of each pair waited on its tile loads
+ * (one query, 100k, side by side: bfloat16 (8, 16) D = 128 15.0 ms vs 19.5, (4, 8) 6.7 vs
+ * 8.8, (2, 4) 2.6 vs 2.9; int8 (8, 16) 9.4 vs 12.3, (4, 8) 2.9 vs 3.8; D = 256 int8 (8, 16)
+ * 9.6 vs 12.7; 1 and 4 KiB ahead 2-10% slower than 2). Larger pairs fetch nothing: the same
+ * at D = 1024 took 1.05-1.18x as long for bfloat16 and 1.0-1.05x for int8 (30k), at D = 512
+ * int8 (8, 16) 1.02x; direct_block's 16 KiB ahead in every tier also lost (bfloat16 one
+ * query (8, 16), D = 128: 21-22.7 ms, 19.6-20.0 without; into L2 only 1.03-1.05x).
  * Also measured side by side and not kept: two steps' A tiles in flight (tiles 2-5, B tiles
  * reloaded every step) 1.0-1.02x at D = 128; a max over each candidate's rows with two
  * accumulators instead of one running max 1.0-1.12x. Without the max (wrong scores, timing
@@ -622,6 +629,9 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
         for (int64_t tile = 0; tile < size; tile += 2) {
             const int pair = tile + 1 < size;
             const char *a0 = base + tile * 16 * row_bytes, *a1 = a0 + 16 * row_bytes;
+            if (kind != ME_KIND_F16 && 32 * row_bytes <= ME_PACKED_PAIR_BYTES)
+                for (int64_t i = 0; i < (pair ? 32 : 16) * row_bytes; i += 64)
+                    _mm_prefetch(a0 + i + ME_PACKED_AHEAD, _MM_HINT_T0);
             _tile_zero(0);
             _tile_zero(1);
             int64_t s = 0;
