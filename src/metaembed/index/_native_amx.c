@@ -94,6 +94,7 @@
 #define ME_F16_AHEAD 2048     /* bytes ahead that split_f16_rows fetches */
 #define ME_PACKED_AHEAD 2048  /* bytes ahead of a pair of row tiles that direct_packed fetches */
 #define ME_PACKED_PAIR_BYTES 8192 /* ... for pairs up to this size (bfloat16 and int8) */
+#define ME_STEPS_AHEAD 4 /* larger int8 pairs: steps ahead whose lines direct_packed fetches */
 #define ME_AMX_QUERY_BYTES (1024 * 1024) /* query parts per pass over the candidates */
 
 /* Whether this CPU and OS run the AMX copy (asks the OS for the tile state once). */
@@ -470,11 +471,27 @@ ME_AMX_INLINE void split_f16_pair(const Layout *layout, int64_t first, int64_t *
 }
 
 /*
+ * Fetch the lines of step s of the pair of row tiles at a0 (rows row_bytes apart; one tile
+ * unless `pair`), or, past the pair's last step, of step s - steps of the pair after it.
+ */
+ME_AMX_INLINE void fetch_step(const char *a0, int64_t row_bytes, int64_t s, int64_t steps,
+                              int pair) {
+    if (s >= steps) {
+        a0 += 32 * row_bytes; /* the next pair; past a tier's end a fetch that is not used */
+        s -= steps;
+        pair = 1;
+    }
+    for (int r = 0; r < (pair ? 32 : 16); r++) _mm_prefetch(a0 + r * row_bytes + s * 64, _MM_HINT_T0);
+}
+
+/*
  * one step of direct_packed: B tile TB (loaded unless resident), A tiles 2-3 (float16: the
  * hi and lo parts of a row tile, one after the other), C tiles 0-1
  */
 #define ME_PACKED_STEP(TB, s)                                                            \
     do {                                                                                 \
+        if (kind == ME_KIND_I8 && step_fetch)                                            \
+            fetch_step(a0, row_bytes, (s) + ME_STEPS_AHEAD, steps, pair);                \
         if (!resident) _tile_loadd(TB, packed + (s) * 1024, 64);                         \
         if (kind == ME_KIND_F16) {                                                       \
             _tile_loadd(2, parts + (s) * 64, row_bytes);                                 \
@@ -519,6 +536,7 @@ ME_AMX_INLINE void split_f16_pair(const Layout *layout, int64_t first, int64_t *
 /* one step of direct_packed's wide int8 form: B tiles 4-5, A tiles 2-3, C tiles 0-1 and 6-7 */
 #define ME_WIDE_STEP(s)                                                                  \
     do {                                                                                 \
+        if (step_fetch) fetch_step(a0, row_bytes, (s) + ME_STEPS_AHEAD, steps, pair);   \
         _tile_loadd(4, packed + (s) * 2048, 64);                                         \
         _tile_loadd(5, packed + (s) * 2048 + 1024, 64);                                  \
         _tile_loadd(2, a0 + (s) * 64, row_bytes);                                        \
@@ -601,10 +619,14 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
  * before its products: profiled, the first product of each pair waited on its tile loads
  * (one query, 100k, side by side: bfloat16 (8, 16) D = 128 15.0 ms vs 19.5, (4, 8) 6.7 vs
  * 8.8, (2, 4) 2.6 vs 2.9; int8 (8, 16) 9.4 vs 12.3, (4, 8) 2.9 vs 3.8; D = 256 int8 (8, 16)
- * 9.6 vs 12.7; 1 and 4 KiB ahead 2-10% slower than 2). Larger pairs fetch nothing: the same
- * at D = 1024 took 1.05-1.18x as long for bfloat16 and 1.0-1.05x for int8 (30k), at D = 512
- * int8 (8, 16) 1.02x; direct_block's 16 KiB ahead in every tier also lost (bfloat16 one
- * query (8, 16), D = 128: 21-22.7 ms, 19.6-20.0 without; into L2 only 1.03-1.05x).
+ * 9.6 vs 12.7; 1 and 4 KiB ahead 2-10% slower than 2). Whole larger pairs at once lost (D =
+ * 1024: bfloat16 1.05-1.18x, int8 1.0-1.05x, 30k); there int8 fetches, at each step, the
+ * lines of the step ME_STEPS_AHEAD later (past the pair's end, the next pair's): one query,
+ * side by side, D = 1024, 30k, (4, 8) 9.7 ms vs 11.2, (2, 4) 3.4 vs 4.0, wide (8, 16) 22.7 vs
+ * 26.5; D = 512, 50k, (4, 8) 8.8 vs 11.6, (8, 16) 19.6 vs 24.3 (8 steps ahead 1.05-1.15x
+ * slower than 4; bfloat16 gained nothing from it, 0.98-1.03x, so it fetches nothing there).
+ * direct_block's 16 KiB ahead in every tier also lost (bfloat16 one query (8, 16), D = 128:
+ * 21-22.7 ms, 19.6-20.0 without; into L2 only 1.03-1.05x).
  * Also measured side by side and not kept: two steps' A tiles in flight (tiles 2-5, B tiles
  * reloaded every step) 1.0-1.02x at D = 128; a max over each candidate's rows with two
  * accumulators instead of one running max 1.0-1.12x. Without the max (wrong scores, timing
@@ -629,6 +651,7 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
         for (int64_t tile = 0; tile < size; tile += 2) {
             const int pair = tile + 1 < size;
             const char *a0 = base + tile * 16 * row_bytes, *a1 = a0 + 16 * row_bytes;
+            const int step_fetch = 32 * row_bytes > ME_PACKED_PAIR_BYTES; /* int8 */
             if (kind != ME_KIND_F16 && 32 * row_bytes <= ME_PACKED_PAIR_BYTES)
                 for (int64_t i = 0; i < (pair ? 32 : 16) * row_bytes; i += 64)
                     _mm_prefetch(a0 + i + ME_PACKED_AHEAD, _MM_HINT_T0);
