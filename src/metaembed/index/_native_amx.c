@@ -481,7 +481,8 @@ ME_AMX_INLINE void fetch_step(const char *a0, int64_t row_bytes, int64_t s, int6
         s -= steps;
         pair = 1;
     }
-    for (int r = 0; r < (pair ? 32 : 16); r++) _mm_prefetch(a0 + r * row_bytes + s * 64, _MM_HINT_T0);
+    for (int r = 0; r < (pair ? 32 : 16); r++)
+        _mm_prefetch(a0 + r * row_bytes + s * 64, _MM_HINT_T0);
 }
 
 /*
@@ -490,8 +491,7 @@ ME_AMX_INLINE void fetch_step(const char *a0, int64_t row_bytes, int64_t s, int6
  */
 #define ME_PACKED_STEP(TB, s)                                                            \
     do {                                                                                 \
-        if (kind == ME_KIND_I8 && step_fetch)                                            \
-            fetch_step(a0, row_bytes, (s) + ME_STEPS_AHEAD, steps, pair);                \
+        if (step_fetch) fetch_step(a0, row_bytes, (s) + ME_STEPS_AHEAD, steps, pair);   \
         if (!resident) _tile_loadd(TB, packed + (s) * 1024, 64);                         \
         if (kind == ME_KIND_F16) {                                                       \
             _tile_loadd(2, parts + (s) * 64, row_bytes);                                 \
@@ -651,7 +651,7 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
         for (int64_t tile = 0; tile < size; tile += 2) {
             const int pair = tile + 1 < size;
             const char *a0 = base + tile * 16 * row_bytes, *a1 = a0 + 16 * row_bytes;
-            const int step_fetch = 32 * row_bytes > ME_PACKED_PAIR_BYTES; /* int8 */
+            const int step_fetch = kind == ME_KIND_I8 && 32 * row_bytes > ME_PACKED_PAIR_BYTES;
             if (kind != ME_KIND_F16 && 32 * row_bytes <= ME_PACKED_PAIR_BYTES)
                 for (int64_t i = 0; i < (pair ? 32 : 16) * row_bytes; i += 64)
                     _mm_prefetch(a0 + i + ME_PACKED_AHEAD, _MM_HINT_T0);
