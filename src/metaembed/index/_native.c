@@ -114,11 +114,12 @@ static void *run_range(void *argument) {
  * - int8, whose decoding the FMA copy pays per value: from 8 vectors at every r_c
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
  *   at every r_c (up to 5 vectors the packed form: (4, 8) one query 0.77, D = 1024 0.60,
- *   (5, 16) 0.61); direct from 2 vectors at r_c <= 4 and D <= 256 ((2, 4) one query 0.75,
- *   D = 256 0.88; (1, 1) x 2 queries 0.93-0.94, x 3 0.80; at D = 512 and 1024 (2, 4) is
- *   1.05-1.22x, so it stays on AVX-512, as do one query (1, 1): 1.14-1.17, and (1, 4):
- *   0.93-1.12), and from 3 at every r_c at D <= 256 (with the pair prefetch: (3, 8) 0.42,
- *   (3, 16) 0.69; 2 vectors: (2, 8) 0.79-0.91, (2, 16) 1.0-1.1, so they stay);
+ *   (5, 16) 0.61); direct from 2 vectors at r_c <= 4 up to D = 512 ((2, 4) one query 0.75,
+ *   D = 256 0.88, D = 512 0.84-0.89 since direct_packed fetches ahead, before 1.05-1.22x;
+ *   (1, 1) x 2 queries 0.89-0.94, x 3 0.80; at D = 1024 (2, 4) is a tie, 1.0-1.01, so it
+ *   stays on AVX-512, as do one query (1, 1): 1.14-1.17, and (1, 4): 0.93-1.12), and from
+ *   3 at every r_c and D ((3, 8) 0.42 at D = 128, 0.63 at 512, 0.52 at 1024; (3, 16) 0.69;
+ *   2 vectors at r_c > 4 stay: (2, 8) 0.79-1.08, (2, 16) 1.0-1.1);
  * - float16 in tier order (amx_streams_f16: whole tiers, D % 32 == 0, up to 16 vectors) at
  *   D <= 128: from 6 vectors at every r_c (one query (8, 16) 0.83, (6, 16) 0.83, (8, 64) 0.87,
  *   (16, 16) 0.72, (16, 64) 0.80; (1, 1) x 6 queries 0.55, x 12 0.58, x 16 0.77), from 4 at
@@ -138,7 +139,7 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
                (vectors >= 4 && (r_c <= 4 || r_c >= 32 || dim <= 128 || dim >= 512));
     if (kind == ME_KIND_I8)
         return vectors >= 8 || (vectors >= 4 && (few || direct)) ||
-               (direct && dim <= 256 && (vectors >= 3 || (vectors >= 2 && r_c <= 4)));
+               (direct && (vectors >= 3 || (vectors >= 2 && r_c <= 4 && dim <= 512)));
     if (whole && amx_streams_f16(kind, dim, vectors) && dim <= 128 &&
         (vectors >= 6 || (vectors >= 4 && few)))
         return 1;
