@@ -115,8 +115,8 @@ static void *run_range(void *argument) {
  *   (0.39-0.80; direct (8, 16) one query 0.69), from 4 at r_c = 2..4 (0.52-0.56) and, direct,
  *   at every r_c (up to 5 vectors the packed form: (4, 8) one query 0.77, D = 1024 0.60,
  *   (5, 16) 0.61); direct from 2 vectors at r_c <= 4 up to D = 512 ((2, 4) one query 0.75,
- *   D = 256 0.88, D = 512 0.84-0.89 since direct_packed fetches ahead, before 1.05-1.22x;
- *   (1, 1) x 2 queries 0.89-0.94, x 3 0.80; at D = 1024 (2, 4) is a tie, 1.0-1.01, so it
+ *   D = 256 0.88, D = 512 0.82-0.86 since direct_packed fetches ahead, before 1.05-1.22x;
+ *   (1, 1) x 2 queries 0.89-0.94, x 3 0.80; at D = 1024 (2, 4) is a tie, 0.99-1.01, so it
  *   stays on AVX-512, as do one query (1, 1): 1.14-1.17, and (1, 4): 0.93-1.12), and from
  *   3 at every r_c and D ((3, 8) 0.42 at D = 128, 0.63 at 512, 0.52 at 1024; (3, 16) 0.69;
  *   2 vectors at r_c > 4 stay: (2, 8) 0.79-1.08, (2, 16) 1.0-1.1);

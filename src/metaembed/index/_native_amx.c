@@ -619,12 +619,13 @@ ME_AMX_INLINE void max_packed(const void *stored, int64_t count, int64_t row, in
  * before its products: profiled, the first product of each pair waited on its tile loads
  * (one query, 100k, side by side: bfloat16 (8, 16) D = 128 15.0 ms vs 19.5, (4, 8) 6.7 vs
  * 8.8, (2, 4) 2.6 vs 2.9; int8 (8, 16) 9.4 vs 12.3, (4, 8) 2.9 vs 3.8; D = 256 int8 (8, 16)
- * 9.6 vs 12.7; 1 and 4 KiB ahead 2-10% slower than 2). Whole larger pairs at once lost (D =
- * 1024: bfloat16 1.05-1.18x, int8 1.0-1.05x, 30k); there int8 fetches, at each step, the
- * lines of the step ME_STEPS_AHEAD later (past the pair's end, the next pair's): one query,
- * side by side, D = 1024, 30k, (4, 8) 9.7 ms vs 11.2, (2, 4) 3.4 vs 4.0, wide (8, 16) 22.7 vs
- * 26.5; D = 512, 50k, (4, 8) 8.8 vs 11.6, (8, 16) 19.6 vs 24.3 (8 steps ahead 1.05-1.15x
- * slower than 4; bfloat16 gained nothing from it, 0.98-1.03x, so it fetches nothing there).
+ * 9.6 vs 12.7; 1 KiB ahead 3-7% slower than 2, 4 KiB from 1% faster to 7% slower). Whole
+ * larger pairs at once did not pay (D = 1024, 30k: bfloat16 1.13-1.18x, int8 0.97-1.05x);
+ * there int8 fetches, at each step, the lines of the step ME_STEPS_AHEAD later (past the
+ * pair's end, the next pair's): one query, side by side, D = 1024, 30k, (4, 8) 9.7 ms vs 11.2,
+ * (2, 4) 3.4 vs 4.0, wide (8, 16) 22.7 vs 26.5; D = 512, 50k, (4, 8) 8.8 vs 11.6, (8, 16)
+ * 19.6 vs 24.3 (8 steps ahead 1.04-1.21x the time of 4; bfloat16 took 1.01-1.03x as long
+ * with it, so it fetches nothing there).
  * direct_block's 16 KiB ahead in every tier also lost (bfloat16 one query (8, 16), D = 128:
  * 21-22.7 ms, 19.6-20.0 without; into L2 only 1.03-1.05x).
  * Also measured side by side and not kept: two steps' A tiles in flight (tiles 2-5, B tiles
@@ -640,6 +641,10 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
     const int64_t row_bytes = layout->dim * element_bytes_of(kind);
     const int64_t part_bytes = 16 * row_bytes; /* float16: hi, lo of a0, then of a1 */
     const int64_t values = 16 * layout->dim;   /* float16 values of one row tile */
+    /* what is fetched ahead: a whole small pair before its products (bfloat16, int8), or
+       for larger int8 pairs each step's lines ME_STEPS_AHEAD steps before that step */
+    const int pair_fetch = kind != ME_KIND_F16 && 32 * row_bytes <= ME_PACKED_PAIR_BYTES;
+    const int step_fetch = kind == ME_KIND_I8 && !pair_fetch;
     int64_t ahead_t = 0, ahead_tile = 0;       /* float16: the pair decoded next */
     if (kind == ME_KIND_F16) split_f16_pair(layout, first, &ahead_t, &ahead_tile, decoded);
     const float *pending = NULL, *pending_scales = NULL; /* the pair whose max is to take */
@@ -651,8 +656,7 @@ ME_AMX_INLINE void direct_packed(const Layout *layout, int64_t tiers, int64_t fi
         for (int64_t tile = 0; tile < size; tile += 2) {
             const int pair = tile + 1 < size;
             const char *a0 = base + tile * 16 * row_bytes, *a1 = a0 + 16 * row_bytes;
-            const int step_fetch = kind == ME_KIND_I8 && 32 * row_bytes > ME_PACKED_PAIR_BYTES;
-            if (kind != ME_KIND_F16 && 32 * row_bytes <= ME_PACKED_PAIR_BYTES)
+            if (pair_fetch)
                 for (int64_t i = 0; i < (pair ? 32 : 16) * row_bytes; i += 64)
                     _mm_prefetch(a0 + i + ME_PACKED_AHEAD, _MM_HINT_T0);
             _tile_zero(0);
