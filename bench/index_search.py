@@ -39,16 +39,13 @@ from metaembed.index.storage import tier_bounds
 RESULTS = Path(__file__).parent / "results" / "index_search.json"
 
 
-MIN_SECONDS = 1.0  # --min-seconds: timed runs per row go on until they add up to this
-
-
-def best_time(function, repeats: int) -> float:
+def best_time(function, repeats: int, min_seconds: float) -> float:
     """The fastest of at least ``repeats`` timed runs (after one untimed), and of as many more
-    as fit in ``MIN_SECONDS`` of timed runs (at most 1,000): on a shared VM a few runs often
+    as fit in ``min_seconds`` of timed runs (at most 1,000): on a shared VM a few runs often
     all land in a noisy moment, and the roofline is measured the same way."""
     function()
     best, spent, runs = float("inf"), 0.0, 0
-    while runs < repeats or (spent < MIN_SECONDS and runs < 1000):
+    while runs < repeats or (spent < min_seconds and runs < 1000):
         start = time.perf_counter()
         function()
         seconds = time.perf_counter() - start
@@ -56,11 +53,11 @@ def best_time(function, repeats: int) -> float:
     return best
 
 
-def measure_roofline(repeats: int) -> dict[str, float]:
+def measure_roofline(repeats: int, min_seconds: float) -> dict[str, float]:
     left, right = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    gemm = best_time(lambda: left @ right, repeats)
+    gemm = best_time(lambda: left @ right, repeats, min_seconds)
     big = torch.ones(256 * 1024 * 1024 // 4 * 4)  # 1 GiB of float32, far above L3
-    read = best_time(lambda: big.sum(), repeats)
+    read = best_time(lambda: big.sum(), repeats, min_seconds)
     return {"gemm_gflops": 2 * 2048**3 / gemm / 1e9, "read_gbs": big.numel() * 4 / read / 1e9}
 
 
@@ -139,7 +136,7 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
         print(f"skipping D={dim} {dtype}: --max-gib {args.max_gib} is too small", flush=True)
         return
     tiers, all_scales = make_tiers(counts, dim, dtype)
-    roof = update_roof(roof, measure_roofline(args.repeats))
+    roof = update_roof(roof, measure_roofline(args.repeats, args.min_seconds))
     queries = torch.nn.functional.normalize(torch.randn(args.batch, 16, dim), dim=-1)
     for budget in args.budgets:
         view, scales, count = budget_view(tiers, all_scales, budget.r_c)
@@ -157,11 +154,11 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
                     backend=backend,
                 )  # fmt: skip
 
-            single = best_time(lambda: search(1), args.repeats)
+            single = best_time(lambda: search(1), args.repeats, args.min_seconds)
             rows.append(row(roof, backend, dim, dtype, budget, count, 1, single))
             print_row(rows[-1])
             if args.batch > 1:
-                batched = best_time(lambda: search(args.batch), args.repeats)
+                batched = best_time(lambda: search(args.batch), args.repeats, args.min_seconds)
                 rows.append(row(roof, backend, dim, dtype, budget, count, args.batch, batched))
                 print_row(rows[-1])
         if args.torch and dtype in ("float32", "float16") and budget.r_c <= 8:
@@ -170,6 +167,7 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
                     queries[:1, : budget.r_q], view, budget.r_c, dtype, scales, backend="torch"
                 ),
                 1,
+                0.0,
             )
             rows.append(row(roof, "torch", dim, dtype, budget, count, 1, slow))
             print_row(rows[-1])
@@ -193,7 +191,9 @@ def bench_end_to_end(args, roof, rows):
         index.compact()
         queries = torch.nn.functional.normalize(torch.randn(1, 16, dim), dim=-1)
         for budget in PAPER_GROUPS:
-            seconds = best_time(lambda: index.search(queries, k=10, budget=budget), args.repeats)
+            seconds = best_time(
+                lambda: index.search(queries, k=10, budget=budget), args.repeats, args.min_seconds
+            )
             rows.append(
                 row(roof, "index.search", dim, "float16", budget, num_candidates, 1, seconds)
             )
@@ -241,7 +241,6 @@ def default_backends() -> list[str]:
 
 
 def main() -> None:
-    global MIN_SECONDS
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -263,7 +262,7 @@ def main() -> None:
     parser.add_argument(
         "--min-seconds",
         type=float,
-        default=MIN_SECONDS,
+        default=1.0,
         help="each row (and the roofline) keeps timing until its runs add up to this",
     )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -284,9 +283,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.num_candidates, args.repeats, args.min_seconds = 5000, 1, 0.0
-    MIN_SECONDS = args.min_seconds
     torch.set_num_threads(args.threads)
-    roof = measure_roofline(args.repeats + 2)
+    roof = measure_roofline(args.repeats + 2, args.min_seconds)
     roof_first = dict(roof)
     print(
         f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, "
@@ -300,7 +298,7 @@ def main() -> None:
             bench_config(args, roof, dim, dtype, args.num_candidates, rows)
     if args.end_to_end:
         bench_end_to_end(args, roof, rows)
-    roof_after = measure_roofline(args.repeats + 2)
+    roof_after = measure_roofline(args.repeats + 2, args.min_seconds)
     best_roof = update_roof(dict(roof), roof_after)
     rescore(rows, best_roof)
     print(
