@@ -55,6 +55,7 @@ typedef struct {
     int64_t dim;
     int64_t *tier_of;  /* (r_c,) */
     int64_t *index_of; /* (r_c,) */
+    int fetch_to_l2;   /* the dims-along-lanes forms fetch the next rows into L2, not L1 */
 } Layout;
 
 static inline const void *vector_at(const Layout *layout, int64_t n, int64_t j) {
@@ -106,11 +107,18 @@ ME_COMMON int element_bytes_of(const int kind) {
     return kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
 }
 
-/* At each cache line of the rows (offset d values), fetch the same line of the `ahead` rows. */
-ME_COMMON void fetch_ahead(const char *const *ahead, int64_t d, const int JB, const int kind) {
+/* At each cache line of the rows (offset d values), fetch the same line of the `ahead` rows:
+   into L1, or into L2 only with to_l2 (Layout.fetch_to_l2). */
+ME_COMMON void fetch_ahead(const char *const *ahead, int64_t d, const int JB, const int kind,
+                           const int to_l2) {
     const int element_bytes = element_bytes_of(kind);
     if (ahead && (d * element_bytes) % 64 == 0)
-        for (int jj = 0; jj < JB; jj++) _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+        for (int jj = 0; jj < JB; jj++) {
+            if (to_l2)
+                _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T1);
+            else
+                _mm_prefetch(ahead[jj] + d * element_bytes, _MM_HINT_T0);
+        }
 }
 
 /* (sum a, sum b, sum c, sum d) of four 8-lane accumulators. */

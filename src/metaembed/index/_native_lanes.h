@@ -44,12 +44,12 @@ ME_INLINE __m128 sum4_lanes(VEC a, VEC b, VEC c, VEC d) {
 /* dots[m * JB + jj] = <queries[m], vectors[jj]> (raw stored values) for m < MB, jj < JB. */
 ME_INLINE void dot_tile(const float *queries, int64_t dim, const void *const *vectors,
                         const char *const *ahead, float *dots, const int MB, const int JB,
-                        const int kind) {
+                        const int kind, const int to_l2) {
     VEC acc[16]; /* acc[m * JB + jj] */
     for (int i = 0; i < MB * JB; i++) acc[i] = V_ZERO();
     int64_t d = 0;
     for (; d + ME_W <= dim; d += ME_W) {
-        fetch_ahead(ahead, d, JB, kind);
+        fetch_ahead(ahead, d, JB, kind, to_l2);
         VEC values[4];
         for (int jj = 0; jj < JB; jj++) values[jj] = load_lanes(vectors[jj], d, kind);
         for (int m = 0; m < MB; m++) {
@@ -87,7 +87,7 @@ ME_INLINE void score_first_vectors(const float *queries, int64_t num_queries, in
             candidate[jj] = n;
             vectors[jj] = vector_at(layout, n, 0);
         }
-        dot_tile(queries, dim, vectors, NULL, dots, MB, JB, kind);
+        dot_tile(queries, dim, vectors, NULL, dots, MB, JB, kind, 0);
         for (int jj = 0; jj < (spread ? JB : 1); jj++) {
             const int64_t n = candidate[jj];
             float scale = kind == ME_KIND_I8 ? scale_at(layout, n, 0) : 1.0f;
@@ -120,7 +120,7 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
                 ahead[jj] = vector_at(layout, next, vector);
                 scale[jj] = kind == ME_KIND_I8 ? scale_at(layout, n, vector) : 1.0f;
             }
-            dot_tile(queries, dim, vectors, ahead, dots, MB, 4, kind);
+            dot_tile(queries, dim, vectors, ahead, dots, MB, 4, kind, layout->fetch_to_l2);
             for (int m = 0; m < MB; m++)
                 for (int jj = 0; jj < 4; jj++) {
                     float dot = dots[m * 4 + jj] * scale[jj];
@@ -144,11 +144,11 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
 /* dots[jj] (+)= <queries[m], vectors[jj]> over dims [begin, end), m < 4, lanes = m. */
 ME_INLINE void group_dots(const float *queries, int64_t dim, int64_t begin, int64_t end,
                           const void *const *vectors, const char *const *ahead, __m128 *dots,
-                          const int JB, const int kind) {
+                          const int JB, const int kind, const int to_l2) {
     VEC acc[12]; /* acc[jj * 4 + m], (8 dims) each */
     for (int i = 0; i < 4 * JB; i++) acc[i] = V_ZERO();
     for (int64_t d = begin; d < end; d += ME_W) {
-        fetch_ahead(ahead, d, JB, kind);
+        fetch_ahead(ahead, d, JB, kind, to_l2);
         VEC values[3];
         for (int jj = 0; jj < JB; jj++) values[jj] = load_lanes(vectors[jj], d, kind);
         for (int m = 0; m < 4; m++) {
@@ -166,7 +166,7 @@ ME_INLINE void group_dots(const float *queries, int64_t dim, int64_t begin, int6
 /* dots[g][jj] = <query vectors 4g .. 4g + 3, rows[jj]> (4 lanes), fetching `ahead` rows. */
 ME_INLINE void grouped_dots(const float *padded, int64_t dim, const void *const *rows,
                             const char *const *ahead, __m128 dots[2][3], const int G,
-                            const int JB, const int kind) {
+                            const int JB, const int kind, const int to_l2) {
     const int64_t full = dim / ME_W * ME_W;
     for (int g = 0; g < G; g++)
         for (int jj = 0; jj < JB; jj++) dots[g][jj] = _mm_setzero_ps();
@@ -174,7 +174,7 @@ ME_INLINE void grouped_dots(const float *padded, int64_t dim, const void *const 
         int64_t end = begin + ME_DIM_BLOCK < full ? begin + ME_DIM_BLOCK : full;
         for (int g = 0; g < G; g++)
             group_dots(padded + g * 4 * dim, dim, begin, end, rows, g == 0 ? ahead : NULL,
-                       dots[g], JB, kind);
+                       dots[g], JB, kind, to_l2);
     }
     if (full < dim) { /* dims beyond the last multiple of ME_W */
         float tail[2][3][4] = {{{0}}};
@@ -193,9 +193,9 @@ ME_INLINE void grouped_dots(const float *padded, int64_t dim, const void *const 
 /* top[g] = max(top[g], dots of group g with candidate vectors rows[0 .. JB)). */
 ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const *rows,
                             const float *scales, __m128 *top, const int G, const int JB,
-                            const int kind) {
+                            const int kind, const int to_l2) {
     __m128 dots[2][3]; /* (group, candidate vector), 4 query lanes */
-    grouped_dots(padded, dim, rows, (const char *const *)rows + JB, dots, G, JB, kind);
+    grouped_dots(padded, dim, rows, (const char *const *)rows + JB, dots, G, JB, kind, to_l2);
     for (int jj = 0; jj < JB; jj++)
         for (int g = 0; g < G; g++) {
             __m128 dot = kind == ME_KIND_I8 ? _mm_mul_ps(dots[g][jj], _mm_set1_ps(scales[jj]))
@@ -217,7 +217,7 @@ ME_INLINE void score_grouped_first(const float *padded, int64_t num_queries, int
             rows[jj] = vector_at(layout, n + jj, 0);
             ahead[jj] = vector_at(layout, n + JB + jj < stop ? n + JB + jj : stop - 1, 0);
         }
-        grouped_dots(padded, dim, rows, ahead, dots, 2, JB, kind);
+        grouped_dots(padded, dim, rows, ahead, dots, 2, JB, kind, layout->fetch_to_l2);
         for (int jj = 0; jj < JB; jj++) {
             __m128 scale = _mm_set1_ps(kind == ME_KIND_I8 ? scale_at(layout, n + jj, 0) : 1.0f);
             float best[8];
@@ -248,11 +248,12 @@ ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r
         }
         for (int64_t j = 2 * r_c; j < 2 * r_c + 3; j++) rows[j] = rows[2 * r_c - 1];
         __m128 top[2] = {_mm_set1_ps(-INFINITY), _mm_set1_ps(-INFINITY)};
+        const int l2 = layout->fetch_to_l2;
         int64_t j = 0;
         for (; j + 3 <= r_c; j += 3)
-            grouped_tile(padded, dim, rows + j, scales + j, top, G, 3, kind);
-        if (r_c - j == 2) grouped_tile(padded, dim, rows + j, scales + j, top, G, 2, kind);
-        if (r_c - j == 1) grouped_tile(padded, dim, rows + j, scales + j, top, G, 1, kind);
+            grouped_tile(padded, dim, rows + j, scales + j, top, G, 3, kind, l2);
+        if (r_c - j == 2) grouped_tile(padded, dim, rows + j, scales + j, top, G, 2, kind, l2);
+        if (r_c - j == 1) grouped_tile(padded, dim, rows + j, scales + j, top, G, 1, kind, l2);
         float best[8];
         _mm_storeu_ps(best, top[0]);
         _mm_storeu_ps(best + 4, top[1]);

@@ -126,7 +126,9 @@ def score_tiers_native(
     (:func:`single_thread_seconds`) does not pay for starting them; given, it is used as is
     (up to one thread per 64 candidates). ``instruction_set`` is one of
     :func:`instruction_sets`; by default the kernel picks per call: AMX where available
-    and faster for the shape, else the widest vector copy (``"avx512"`` where available).
+    and faster for the shape, else the widest vector copy (``"avx512"`` where available),
+    except on AMD CPUs, whose AVX-512 runs on 256-bit units: there one query with 3-8 vectors
+    at ``r_c > 1`` runs the ``"avx2"`` copy, measured faster for those shapes.
     ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
     bfloat16 parts).
     """
