@@ -290,7 +290,8 @@ def main() -> None:
         f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, "
         f"DRAM read {roof['read_gbs']:.1f} GB/s, "
         f"{args.threads} threads, backends {args.backends}, native kernel instruction sets "
-        f"{instruction_sets()} ('native' picks per shape: AMX where it pays, else the widest that pays)"
+        f"{instruction_sets()} ('native' picks per shape: AMX where it pays, else the widest "
+        "copy that pays)"
     )
     rows: list[dict] = []
     for dim in args.dims:
