@@ -147,25 +147,25 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
     return (vectors >= 16 && r_c >= 4) || (vectors >= 8 && few);
 }
 
-
 /*
- * Whether the CPU is an AMD one (Zen 4 and later carry AVX-512 on 256-bit units: a 512-bit
- * instruction takes two passes). Measured there (2-core EPYC Zen 4 VM, 2026-12-04, float16,
- * Python harness side by side, docs/index.md): the dims-along-lanes forms with 3 to 8 query
- * vectors at r_c > 1 ran faster on the AVX2 copy (one query (4, 8) D = 128 7.4-7.5 ms vs
- * 9.5-10.5 on AVX-512, (8, 16) 21.7 vs 30.1; D = 1024, 30k: (4, 8) 21.5 vs 23.5, (8, 16) 58.9
- * vs 60.0), and fetching the next rows into L2 rather than L1 paid where the rows are long
- * (one query (2, 4) D = 1024: 6.7-7.4 ms vs 11.4; D = 128 2.7-2.8 vs 3.0; elsewhere within
- * noise). The Intel Xeons measured before keep their forms and L1 fetches.
+ * Whether this is an AMD CPU with AVX-512 (Zen 4 executes AVX-512 on 256-bit units: a 512-bit
+ * instruction takes two passes). Measured on Zen 4 only (2-core EPYC VM, 2026-12-04, float16,
+ * Python harness side by side, docs/index.md; later AMD CPUs take the same rules unmeasured):
+ * the dims-along-lanes forms with 3 to 8 query vectors at r_c > 1 ran faster on the AVX2 copy
+ * (one query (4, 8) D = 128 7.4-7.5 ms vs 9.5-10.5 on AVX-512, (8, 16) 21.7 vs 30.1; D = 1024,
+ * 30k: (4, 8) 21.5 vs 23.5, (8, 16) 58.9 vs 60.0), and fetching the next rows into L2 rather
+ * than L1 paid at one query (2, 4) (D = 1024: 6.7-7.4 ms vs 11.4; D = 128 0.89-0.96x in two
+ * runs; other shapes within noise). Intel CPUs, and AMD ones without AVX-512 (Zen 3, measured
+ * before), keep their forms and L1 fetches.
  */
-static int amd_cpu(void) {
+static int amd_avx512_cpu(int available) {
     __builtin_cpu_init();
-    return __builtin_cpu_is("amd");
+    return (available & ME_ISA_AVX512) && __builtin_cpu_is("amd");
 }
 
 /* Whether the AVX-512 copy is the faster vector copy for M query vectors at r_c. */
-static int avx512_pays(int64_t vectors, int64_t r_c) {
-    return !(amd_cpu() && r_c > 1 && vectors >= 3 && vectors <= ME_GROUPED_MAX);
+static int avx512_pays(int amd_avx512, int64_t vectors, int64_t r_c) {
+    return !(amd_avx512 && r_c > 1 && vectors >= 3 && vectors <= ME_GROUPED_MAX);
 }
 
 #endif
@@ -190,12 +190,13 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
                                      int64_t threads, int isa) {
 #ifdef ME_HAVE_AVX2
     const int available = metaembed_native_instruction_sets();
+    const int amd_avx512 = amd_avx512_cpu(available);
     if (isa == 0) /* AMX where it pays, else AVX-512 where it pays, else AVX2 */
         isa = available & ME_ISA_AMX &&
                       amx_pays(kind, whole_tiers(sizes, num_tiers, r_c) != 0, num_queries * r_q,
                                r_c, dim)
                   ? ME_ISA_AMX
-              : available & ME_ISA_AVX512 && avx512_pays(num_queries * r_q, r_c)
+              : available & ME_ISA_AVX512 && avx512_pays(amd_avx512, num_queries * r_q, r_c)
                   ? ME_ISA_AVX512
                   : ME_ISA_AVX2;
     if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX) ||
@@ -214,7 +215,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
     memset(&layout, 0, sizeof layout);
     layout.element_bytes = element_bytes[kind];
     layout.dim = dim;
-    layout.fetch_to_l2 = amd_cpu();
+    layout.fetch_to_l2 = amd_avx512;
     int64_t stored = 0;
     for (int64_t t = 0; t < num_tiers; t++) {
         layout.base[t] = (const char *)tiers[t];

@@ -127,8 +127,8 @@ def score_tiers_native(
     (up to one thread per 64 candidates). ``instruction_set`` is one of
     :func:`instruction_sets`; by default the kernel picks per call: AMX where available
     and faster for the shape, else the widest vector copy (``"avx512"`` where available),
-    except on AMD CPUs, whose AVX-512 runs on 256-bit units: there one query with 3-8 vectors
-    at ``r_c > 1`` runs the ``"avx2"`` copy, measured faster for those shapes.
+    except on AMD CPUs, whose AVX-512 runs on 256-bit units: there 3-8 query vectors in a
+    call at ``r_c > 1`` run the ``"avx2"`` copy, measured faster for those shapes on Zen 4.
     ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
     bfloat16 parts).
     """
