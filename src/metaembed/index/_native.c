@@ -64,6 +64,7 @@ ME_EXPORT int metaembed_native_supported(void) {
 #define ME_ISA_AVX2 1
 #define ME_ISA_AVX512 2
 #define ME_ISA_AMX 4
+#define ME_ISA_VNNI 8
 
 /* The instruction sets this CPU and OS can run the kernel with: ME_ISA_* bits. */
 ME_EXPORT int metaembed_native_instruction_sets(void) {
@@ -71,8 +72,10 @@ ME_EXPORT int metaembed_native_instruction_sets(void) {
 #ifdef ME_HAVE_AVX2
     /* libgcc's check includes the OS's support for the AVX-512 register state (XCR0) */
     const int avx512 = __builtin_cpu_supports("avx512f");
+    const int vnni = avx512 && __builtin_cpu_supports("avx512vnni") &&
+                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     return ME_ISA_AVX2 | (avx512 ? ME_ISA_AVX512 : 0) |
-           (avx512 && metaembed_amx_usable() ? ME_ISA_AMX : 0);
+           (avx512 && metaembed_amx_usable() ? ME_ISA_AMX : 0) | (vnni ? ME_ISA_VNNI : 0);
 #else
     return 0;
 #endif
@@ -163,6 +166,20 @@ static int amd_avx512_cpu(int available) {
     return (available & ME_ISA_AVX512) && __builtin_cpu_is("amd");
 }
 
+/*
+ * Whether the VNNI copy (_native_vnni.c: int8 with up to 4 query vectors) beats the vector
+ * copies. Measured on Zen 4 only (2-core EPYC VM, 2026-12-06, one query, Python harness side
+ * by side with the AVX2 copy these shapes took before; docs/index.md): 3 vectors at r_c > 1
+ * ((3, 8) D = 128 5.8 vs 6.7 ms; (3, 16) D = 512 22.0 vs 33.1) and 4 from D = 512 ((4, 8)
+ * D = 512 10.3 vs 16.0, D = 1024 11.6 vs 17.7); one query (4, 8) at D = 128 (7.2 vs 6.7) and
+ * 1-2 vectors (a tie or slower) keep their copies. Intel CPUs with AVX-512 VNNI keep their
+ * routes (AMX takes most int8 shapes there) until measured.
+ */
+static int vnni_pays(int amd_avx512, int kind, int64_t vectors, int64_t r_c, int64_t dim) {
+    return amd_avx512 && kind == ME_KIND_I8 && r_c > 1 && dim <= ME_VNNI_MAX_DIM &&
+           (vectors == 3 || (vectors == 4 && dim >= 512));
+}
+
 /* Whether the AVX-512 copy is the faster vector copy for M query vectors at r_c. */
 static int avx512_pays(int amd_avx512, int64_t vectors, int64_t r_c) {
     return !(amd_avx512 && r_c > 1 && vectors >= 3 && vectors <= ME_GROUPED_MAX);
@@ -191,19 +208,23 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
 #ifdef ME_HAVE_AVX2
     const int available = metaembed_native_instruction_sets();
     const int amd_avx512 = amd_avx512_cpu(available);
-    if (isa == 0) /* AMX where it pays, else AVX-512 where it pays, else AVX2 */
+    if (isa == 0) /* AMX, VNNI or AVX-512 where each pays, else AVX2 */
         isa = available & ME_ISA_AMX &&
                       amx_pays(kind, whole_tiers(sizes, num_tiers, r_c) != 0, num_queries * r_q,
                                r_c, dim)
                   ? ME_ISA_AMX
+              : available & ME_ISA_VNNI && vnni_pays(amd_avx512, kind, num_queries * r_q, r_c, dim)
+                  ? ME_ISA_VNNI
               : available & ME_ISA_AVX512 && avx512_pays(amd_avx512, num_queries * r_q, r_c)
                   ? ME_ISA_AVX512
                   : ME_ISA_AVX2;
-    if (!available || (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX) ||
+    if (!available ||
+        (isa != ME_ISA_AVX2 && isa != ME_ISA_AVX512 && isa != ME_ISA_AMX && isa != ME_ISA_VNNI) ||
         !(available & isa))
         return -1;
     if (isa == ME_ISA_AMX && kind == ME_KIND_F32) isa = ME_ISA_AVX512; /* see _native_amx.c */
     int (*range)(ME_RANGE_ARGS) = isa == ME_ISA_AMX      ? metaembed_score_range_amx
+                                  : isa == ME_ISA_VNNI   ? metaembed_score_range_vnni
                                   : isa == ME_ISA_AVX512 ? metaembed_score_range_avx512
                                                          : metaembed_score_range_avx2;
     if (num_tiers < 1 || num_tiers > ME_MAX_TIERS || r_c < 1 || dim < 1 || r_q < 1 ||

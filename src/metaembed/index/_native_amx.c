@@ -166,19 +166,14 @@ static void query_digits(const float *queries, int64_t vectors, int64_t dim, int
     memset(tiles, 0, (size_t)(blocks * steps * 3 * 1024));
     memset(scale_of, 0, (size_t)(blocks * 16) * sizeof(float));
     for (int64_t m = 0; m < vectors; m++) {
-        float top = 0.0f;
-        for (int64_t d = 0; d < dim; d++) top = fmaxf(top, fabsf(queries[m * dim + d]));
-        const double a = top > 0.0f ? top / 127.0 : 1.0;
+        const double a = digit_unit(queries + m * dim, dim);
         scale_of[m] = (float)a;
         for (int64_t d = 0; d < dim; d++) {
             int8_t *tile = tiles + (m / 16 * steps + d / 64) * 3 * 1024;
             const int64_t at = (d % 64) / 4 * 64 + m % 16 * 4 + d % 4;
-            double rest = queries[m * dim + d] / a; /* within [-127, 127] */
-            for (int digit = 0; digit < 3; digit++) {
-                const double rounded = nearbyint(rest);
-                tile[digit * 1024 + at] = (int8_t)rounded;
-                rest = (rest - rounded) * 128.0; /* within [-64, 64] */
-            }
+            int8_t digit[3];
+            split_digits(queries[m * dim + d], a, digit);
+            for (int k = 0; k < 3; k++) tile[k * 1024 + at] = digit[k];
         }
     }
 }

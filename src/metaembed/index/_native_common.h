@@ -102,6 +102,31 @@ ME_COMMON float load1(const void *vector, int64_t d, const int kind) {
     return (float)((const int8_t *)vector)[d];
 }
 
+/*
+ * The int8 digit unit of a query vector: a = max |q| / 127 (1 for a zero vector), so that
+ * q / a lies within [-127, 127].
+ */
+static inline double digit_unit(const float *vector, int64_t dim) {
+    float top = 0.0f;
+    for (int64_t d = 0; d < dim; d++) top = fmaxf(top, fabsf(vector[d]));
+    return top > 0.0f ? top / 127.0 : 1.0;
+}
+
+/*
+ * value = a * (digit[0] + digit[1] / 128 + digit[2] / 16384) within a / 32768: three signed
+ * int8 digits, each the rounded remainder of the one before times 128 (|digit[0]| <= 127,
+ * the others within [-64, 64]). Used by the AMX and VNNI int8 forms, which multiply the
+ * stored bytes by each digit exactly in int32.
+ */
+static inline void split_digits(float value, double a, int8_t digit[3]) {
+    double rest = value / a; /* within [-127, 127] */
+    for (int k = 0; k < 3; k++) {
+        const double rounded = nearbyint(rest);
+        digit[k] = (int8_t)rounded;
+        rest = (rest - rounded) * 128.0; /* within [-64, 64] */
+    }
+}
+
 /* Bytes per stored value. */
 ME_COMMON int element_bytes_of(const int kind) {
     return kind == ME_KIND_F32 ? 4 : kind == ME_KIND_I8 ? 1 : 2;
@@ -233,6 +258,8 @@ ME_COMMON void write_transposed(const float *staged, int64_t lanes, int64_t firs
 __attribute__((visibility("hidden"))) int metaembed_score_range_avx2(ME_RANGE_ARGS);
 __attribute__((visibility("hidden"))) int metaembed_score_range_avx512(ME_RANGE_ARGS);
 __attribute__((visibility("hidden"))) int metaembed_score_range_amx(ME_RANGE_ARGS);
+__attribute__((visibility("hidden"))) int metaembed_score_range_vnni(ME_RANGE_ARGS);
+#define ME_VNNI_MAX_DIM 4096 /* the VNNI copy's int32 digit sums are exact up to here */
 
 #endif /* ME_HAVE_AVX2 */
 

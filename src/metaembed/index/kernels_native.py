@@ -40,11 +40,12 @@ logger = logging.getLogger(__name__)
 
 MAX_TIERS = 8
 _KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
-_INSTRUCTION_SETS = {"amx": 4, "avx512": 2, "avx2": 1}  # widest first; bit values of the C library
+# bit values of the C library, in the order the automatic choice prefers them
+_INSTRUCTION_SETS = {"amx": 4, "vnni": 8, "avx512": 2, "avx2": 1}
 _STATUS = {
     -1: "this build or CPU has no native kernel for that instruction set (x86-64 with AVX2, "
-    "FMA and F16C needed; AVX-512F for instruction_set='avx512'; AMX-BF16 and AVX512-BF16 on "
-    "Linux for instruction_set='amx')",
+    "FMA and F16C needed; AVX-512F for instruction_set='avx512'; AVX512-VNNI, -BW and -VL for "
+    "instruction_set='vnni'; AMX-BF16 and AVX512-BF16 on Linux for instruction_set='amx')",
     -2: "the native kernel ran out of memory for its buffers",
     -3: "the native kernel rejected its arguments",
 }
