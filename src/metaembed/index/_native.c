@@ -171,8 +171,10 @@ static int amd_avx512_cpu(int available) {
  * copies. Measured on Zen 4 only (2-core EPYC VM, 2026-12-06, one query, Python harness side
  * by side with the AVX2 copy these shapes took before; docs/index.md): 3 vectors at r_c > 1
  * ((3, 8) D = 128 5.8 vs 6.7 ms; (3, 16) D = 512 22.0 vs 33.1) and 4 from D = 512 ((4, 8)
- * D = 512 10.3 vs 16.0, D = 1024 11.6 vs 17.7); one query (4, 8) at D = 128 (7.2 vs 6.7) and
- * 1-2 vectors (a tie or slower) keep their copies. Intel CPUs with AVX-512 VNNI keep their
+ * D = 512 10.3 vs 16.0, D = 1024 11.6 vs 17.7); one query (4, 8) at D = 128 (7.2 vs 6.7)
+ * keeps the AVX2 copy, and 1-2 vectors keep the AVX-512 copy (an earlier two-digit build of
+ * this copy, which does less work per value, already tied or lost there: (2, 4) D = 128
+ * 2.95 vs 2.67 ms, (1, 1) D = 1024 0.95 vs 0.71). Intel CPUs with AVX-512 VNNI keep their
  * routes (AMX takes most int8 shapes there) until measured.
  */
 static int vnni_pays(int amd_avx512, int kind, int64_t vectors, int64_t r_c, int64_t dim) {

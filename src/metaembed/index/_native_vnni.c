@@ -25,7 +25,7 @@
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define ME_VNNI_INLINE static inline __attribute__((always_inline)) ME_VNNI_TARGET
 #define ME_STEP 32 /* dims (stored bytes) per step */
-#define ME_DIGITS 3
+#define ME_DIGITS 3 /* split_digits' digits per query value */
 
 /* The query's digits, laid out for the steps. */
 typedef struct {
@@ -71,7 +71,7 @@ static void free_digits(QueryDigits *digits) {
 ME_VNNI_INLINE void vnni_tile(const QueryDigits *query, int64_t dim, const int8_t *const *rows,
                               const char *const *ahead, float *dots, const int MB, const int JB,
                               const int to_l2) {
-    __m256i acc[24]; /* acc[(m * JB + jj) * ME_DIGITS + k] */
+    __m256i acc[12]; /* acc[(m * JB + jj) * ME_DIGITS + k], MB * JB <= 4 */
     for (int m = 0; m < MB; m++)
         for (int jj = 0; jj < JB; jj++)
             for (int k = 0; k < ME_DIGITS; k++)
@@ -94,17 +94,17 @@ ME_VNNI_INLINE void vnni_tile(const QueryDigits *query, int64_t dim, const int8_
                 }
             }
     }
-    __m256 joined[8]; /* per pair: d0 sums * 16384 + (d1 sums * 128 + d2 sums), lane-wise */
-    for (int p = 0; p < 8; p++) joined[p] = _mm256_setzero_ps();
+    __m256 joined[4]; /* per pair: d0 sums * 16384 + (d1 sums * 128 + d2 sums), lane-wise */
+    for (int p = 0; p < 4; p++) joined[p] = _mm256_setzero_ps();
     for (int p = 0; p < MB * JB; p++) {
-        const __m256i rest = _mm256_add_epi32(_mm256_slli_epi32(acc[p * 3 + 1], 7), acc[p * 3 + 2]);
-        joined[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[p * 3]), _mm256_set1_ps(16384.0f),
+        const __m256i *sums = acc + p * ME_DIGITS;
+        const __m256i rest = _mm256_add_epi32(_mm256_slli_epi32(sums[1], 7), sums[2]);
+        joined[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[0]), _mm256_set1_ps(16384.0f),
                                     _mm256_cvtepi32_ps(rest));
     }
-    float sums[8];
-    for (int p = 0; p < MB * JB; p += 4)
-        _mm_storeu_ps(sums + p, sum4_8(joined[p], joined[p + 1], joined[p + 2], joined[p + 3]));
-    for (int p = 0; p < MB * JB; p++) dots[p] = sums[p];
+    float totals[4];
+    _mm_storeu_ps(totals, sum4_8(joined[0], joined[1], joined[2], joined[3]));
+    for (int p = 0; p < MB * JB; p++) dots[p] = totals[p];
 }
 
 /* r_c = 1: tiles of the first vectors of JB consecutive candidates. */
@@ -113,7 +113,7 @@ ME_VNNI_INLINE void vnni_first(const QueryDigits *query, int64_t num_queries, in
                                int64_t stride, const int MB, const int JB) {
     const int8_t *rows[4];
     const char *ahead[4];
-    float dots[8];
+    float dots[4];
     for (int64_t n = start; n < stop; n += JB) {
         const int count = stop - n < JB ? (int)(stop - n) : JB;
         for (int jj = 0; jj < JB; jj++) {
@@ -143,7 +143,7 @@ ME_VNNI_INLINE void vnni_many(const QueryDigits *query, int64_t num_queries, int
                               float *scores, int64_t stride, const int MB, const int JB) {
     const int8_t *rows[4];
     const char *ahead[4];
-    float dots[8], best[8], scale[4];
+    float dots[4], best[4], scale[4];
     for (int64_t n = start; n < stop; n++) {
         const int64_t next = n + 1 < stop ? n + 1 : n;
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;

@@ -13,7 +13,8 @@ AMX (Xeon since Sapphire Rapids, Linux) its tile copy for the shapes where that
 measured faster (``amx_pays`` in ``_native.c``; batches, one query at r_q = 16,
 bfloat16 and int8 read straight from whole tiers from 4-8 query vectors): bfloat16
 tile products of split inputs (int8: int8 products of three query digits), within
-2^-18 of float32 per product.
+2^-18 of float32 per product; where they support AVX-512 VNNI, int8 with 3-4 query
+vectors on AMD runs the VNNI copy (``vnni_pays``), with the same three digits.
 :func:`instruction_sets` lists what this machine runs and ``instruction_set=`` holds
 the kernel to one. Forms and blocking are described
 in ``_native.c`` and ``_native_amx.c``.
@@ -129,7 +130,10 @@ def score_tiers_native(
     :func:`instruction_sets`; by default the kernel picks per call: AMX where available
     and faster for the shape, else the widest vector copy (``"avx512"`` where available),
     except on AMD CPUs, whose AVX-512 runs on 256-bit units: there 3-8 query vectors in a
-    call at ``r_c > 1`` run the ``"avx2"`` copy, measured faster for those shapes on Zen 4.
+    call at ``r_c > 1`` run the ``"avx2"`` copy, measured faster for those shapes on Zen 4,
+    and int8 with 3 query vectors (4 from D = 512) at ``r_c > 1`` runs the ``"vnni"`` copy
+    (VPDPBUSD on three int8 digits of the query, exact int32 sums; up to 4 query vectors and
+    D = 4096, other shapes on the AVX-512 copy).
     ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
     bfloat16 parts).
     """
