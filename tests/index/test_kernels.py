@@ -267,6 +267,20 @@ def test_native_direct_forms_with_few_rows_per_block(rng, instruction_set, dtype
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("instruction_set", NATIVE_SETS)
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+def test_native_first_vector_forms_at_small_counts(rng, instruction_set, dtype):
+    """r_c = 1 forms that split a range into sub-ranges (4 candidate streams) or tiles of
+    consecutive candidates, at 1 to 9 candidates: empty sub-ranges and every remainder."""
+    queries = torch.from_numpy(normalized(rng, 1, 4, 96))
+    for count in range(1, 10):
+        candidates = normalized(rng, count, 2, 96)
+        assert_budgets_match_reference(
+            queries, candidates, dtype, "native", [(1, 1), (2, 1), (4, 1)], (1,), atol=5e-5,
+            instruction_set=instruction_set,
+        )  # fmt: skip
+
+
 @pytest.mark.skipif(not NATIVE_SETS, reason="native kernel not built here")
 def test_unknown_native_instruction_set_is_named(rng):
     from metaembed.index.kernels_native import score_tiers_native

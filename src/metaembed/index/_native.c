@@ -172,14 +172,17 @@ static int amd_avx512_cpu(int available) {
  * by side with the AVX2 copy these shapes took before; docs/index.md): 3 vectors at r_c > 1
  * ((3, 8) D = 128 5.8 vs 6.7 ms; (3, 16) D = 512 22.0 vs 33.1) and 4 from D = 512 ((4, 8)
  * D = 512 10.3 vs 16.0, D = 1024 11.6 vs 17.7); one query (4, 8) at D = 128 (7.2 vs 6.7)
- * keeps the AVX2 copy, and 1-2 vectors keep the AVX-512 copy (an earlier two-digit build of
- * this copy, which does less work per value, already tied or lost there: (2, 4) D = 128
- * 2.95 vs 2.67 ms, (1, 1) D = 1024 0.95 vs 0.71). Intel CPUs with AVX-512 VNNI keep their
- * routes (AMX takes most int8 shapes there) until measured.
+ * keeps the AVX2 copy, and 1-2 vectors at r_c > 1 keep the AVX-512 copy (an earlier
+ * two-digit build of this copy, which does less work per value, already tied or lost there:
+ * (2, 4) D = 128 2.95 vs 2.67 ms). One vector at r_c = 1 (vnni_first_one: four candidate
+ * streams, rows walked by pointer) runs here: (1, 1) D = 128, 100k, 0.29 vs 0.43 ms, D = 1024
+ * 2.85 vs 2.84 (memory-bound; one thread in L2 18.7 vs 36.6 ns per candidate). Intel CPUs
+ * with AVX-512 VNNI keep their routes (AMX takes most int8 shapes there) until measured.
  */
 static int vnni_pays(int amd_avx512, int kind, int64_t vectors, int64_t r_c, int64_t dim) {
-    return amd_avx512 && kind == ME_KIND_I8 && r_c > 1 && dim <= ME_VNNI_MAX_DIM &&
-           (vectors == 3 || (vectors == 4 && dim >= 512));
+    return amd_avx512 && kind == ME_KIND_I8 && dim <= ME_VNNI_MAX_DIM &&
+           ((vectors == 1 && r_c == 1) ||
+            (r_c > 1 && (vectors == 3 || (vectors == 4 && dim >= 512))));
 }
 
 /* Whether the AVX-512 copy is the faster vector copy for M query vectors at r_c. */
@@ -247,12 +250,10 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
         stored += sizes[t];
     }
     if (r_c > stored) return -3;
-    layout.tier_of = malloc((size_t)r_c * sizeof(int64_t));
-    layout.index_of = malloc((size_t)r_c * sizeof(int64_t));
+    layout.places = malloc((size_t)r_c * sizeof(VectorPlace));
     RangeJob *jobs = malloc((size_t)threads * sizeof(RangeJob));
-    if (!layout.tier_of || !layout.index_of || !jobs) {
-        free(layout.tier_of);
-        free(layout.index_of);
+    if (!layout.places || !jobs) {
+        free(layout.places);
         free(jobs);
         return -2;
     }
@@ -261,8 +262,10 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
             t++;
             index = 0;
         }
-        layout.tier_of[j] = t;
-        layout.index_of[j] = index;
+        const VectorPlace place = {layout.base[t] + index * dim * layout.element_bytes,
+                                   kind == ME_KIND_I8 ? layout.scales[t] + index : NULL,
+                                   sizes[t] * dim * layout.element_bytes, sizes[t]};
+        layout.places[j] = place;
     }
     for (int64_t i = 0; i < threads; i++) {
         RangeJob job = {range, queries, num_queries, r_q, r_c,
@@ -290,8 +293,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
         }
         if (status == 0) status = jobs[i].status;
     }
-    free(layout.tier_of);
-    free(layout.index_of);
+    free(layout.places);
     free(jobs);
     return status;
 #else

@@ -46,22 +46,27 @@
 
 #ifdef ME_HAVE_AVX2
 
-/* Where candidate vector j lives: tier and position inside the tier. */
+/* Where vector j of every candidate lives: candidate 0's, and the step to the next candidate's
+   (layouts are linear in the candidate, so a lookup is one multiply-add). */
+typedef struct {
+    const char *row;    /* vector j of candidate 0 */
+    const float *scale; /* its int8 scale (NULL for other kinds) */
+    int64_t row_step;   /* bytes from candidate n's vector j to candidate n + 1's */
+    int64_t scale_step; /* floats between their scales: the tier's vectors per candidate */
+} VectorPlace;
+
 typedef struct {
     const char *base[ME_MAX_TIERS];
     const float *scales[ME_MAX_TIERS];
     int64_t sizes[ME_MAX_TIERS];
     int64_t element_bytes;
     int64_t dim;
-    int64_t *tier_of;  /* (r_c,) */
-    int64_t *index_of; /* (r_c,) */
-    int fetch_to_l2;   /* the dims-along-lanes forms fetch the next rows into L2, not L1 */
+    VectorPlace *places; /* (r_c,) */
+    int fetch_to_l2;     /* the dims-along-lanes forms fetch the next rows into L2, not L1 */
 } Layout;
 
 static inline const void *vector_at(const Layout *layout, int64_t n, int64_t j) {
-    int64_t t = layout->tier_of[j];
-    int64_t row = n * layout->sizes[t] + layout->index_of[j];
-    return layout->base[t] + row * layout->dim * layout->element_bytes;
+    return layout->places[j].row + n * layout->places[j].row_step;
 }
 
 /*
@@ -86,8 +91,7 @@ static inline int amx_streams_f16(int kind, int64_t dim, int64_t vectors) {
 }
 
 static inline float scale_at(const Layout *layout, int64_t n, int64_t j) {
-    int64_t t = layout->tier_of[j];
-    return layout->scales[t][n * layout->sizes[t] + layout->index_of[j]];
+    return layout->places[j].scale[n * layout->places[j].scale_step];
 }
 
 ME_COMMON float load1(const void *vector, int64_t d, const int kind) {

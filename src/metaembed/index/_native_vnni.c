@@ -20,6 +20,10 @@
  */
 #include "_native_common.h"
 
+/* GCC 12's partial redundancy elimination leaves two register copies around each VPDPBUSD in
+   these loops (the accumulators change registers every step): 3x the instructions */
+#pragma GCC optimize("no-tree-pre")
+
 #ifdef ME_HAVE_AVX2
 #define ME_VNNI_TARGET \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -68,9 +72,9 @@ static void free_digits(QueryDigits *digits) {
  * dots[m * JB + jj] = <query vector m, rows[jj]> in units of unit[m] (stored bytes, no
  * scale), m < MB, jj < JB; the same lines of `ahead` rows are fetched meanwhile.
  */
-ME_VNNI_INLINE void vnni_tile(const QueryDigits *query, int64_t dim, const int8_t *const *rows,
-                              const char *const *ahead, float *dots, const int MB, const int JB,
-                              const int to_l2) {
+ME_VNNI_INLINE __m128 vnni_tile(const QueryDigits *query, int64_t dim,
+                                const int8_t *const *rows, const char *const *ahead,
+                                const int MB, const int JB, const int to_l2) {
     __m256i acc[12]; /* acc[(m * JB + jj) * ME_DIGITS + k], MB * JB <= 4 */
     for (int m = 0; m < MB; m++)
         for (int jj = 0; jj < JB; jj++)
@@ -82,8 +86,13 @@ ME_VNNI_INLINE void vnni_tile(const QueryDigits *query, int64_t dim, const int8_
         fetch_ahead(ahead, d, JB, ME_KIND_I8, to_l2);
         const __mmask32 mask = dim - d >= ME_STEP ? 0xFFFFFFFFu : (1u << (dim - d)) - 1u;
         __m256i values[4]; /* c + 128, unsigned; a masked-off byte reads 0 (digits are 0) */
-        for (int jj = 0; jj < JB; jj++)
-            values[jj] = _mm256_xor_si256(_mm256_maskz_loadu_epi8(mask, rows[jj] + d), flip);
+        if (dim - d >= ME_STEP)
+            for (int jj = 0; jj < JB; jj++)
+                values[jj] = _mm256_xor_si256(
+                    _mm256_loadu_si256((const __m256i *)(rows[jj] + d)), flip);
+        else
+            for (int jj = 0; jj < JB; jj++)
+                values[jj] = _mm256_xor_si256(_mm256_maskz_loadu_epi8(mask, rows[jj] + d), flip);
         for (int m = 0; m < MB; m++)
             for (int k = 0; k < ME_DIGITS; k++) {
                 const __m256i digit = _mm256_load_si256(
@@ -102,9 +111,43 @@ ME_VNNI_INLINE void vnni_tile(const QueryDigits *query, int64_t dim, const int8_
         joined[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[0]), _mm256_set1_ps(16384.0f),
                                     _mm256_cvtepi32_ps(rest));
     }
-    float totals[4];
-    _mm_storeu_ps(totals, sum4_8(joined[0], joined[1], joined[2], joined[3]));
-    for (int p = 0; p < MB * JB; p++) dots[p] = totals[p];
+    return sum4_8(joined[0], joined[1], joined[2], joined[3]);
+}
+
+/* r_c = 1, one query vector: tiles of the first vectors of 4 candidates, one from each of 4
+   equal sub-ranges (4 memory streams), scaled and written 4 at a time; the last candidates
+   (fewer than 4) go one by one. */
+ME_VNNI_INLINE void vnni_first_one(const QueryDigits *query, const Layout *layout,
+                                   int64_t start, int64_t stop, float *scores) {
+    /* vector 0 of candidate n: row n * sizes[0] of tier 0, its scale at the same position */
+    const int64_t row_bytes = layout->sizes[0] * layout->dim;
+    const int8_t *first = (const int8_t *)layout->base[0];
+    const float *first_scales = layout->scales[0];
+    const int64_t sub = (stop - start) / 4;
+    const __m128 unit = _mm_set1_ps(query->unit[0]);
+    const int8_t *rows[4];
+    const char *ahead[4];
+    for (int jj = 0; jj < 4; jj++) rows[jj] = first + (start + jj * sub) * row_bytes;
+    for (int64_t i = 0; i < sub; i++) {
+        const int64_t last = i + 1 < sub ? row_bytes : 0;
+        for (int jj = 0; jj < 4; jj++) ahead[jj] = (const char *)rows[jj] + last;
+        const __m128 scale = _mm_set_ps(first_scales[(start + 3 * sub + i) * layout->sizes[0]],
+                                        first_scales[(start + 2 * sub + i) * layout->sizes[0]],
+                                        first_scales[(start + sub + i) * layout->sizes[0]],
+                                        first_scales[(start + i) * layout->sizes[0]]);
+        const __m128 dots = vnni_tile(query, layout->dim, rows, ahead, 1, 4, layout->fetch_to_l2);
+        float totals[4];
+        _mm_storeu_ps(totals, _mm_mul_ps(_mm_mul_ps(dots, unit), scale));
+        for (int jj = 0; jj < 4; jj++) {
+            scores[start + jj * sub + i] = totals[jj];
+            rows[jj] += row_bytes;
+        }
+    }
+    for (int64_t n = start + 4 * sub; n < stop; n++) {
+        const int8_t *row = first + n * row_bytes;
+        const float dot = _mm_cvtss_f32(vnni_tile(query, layout->dim, &row, NULL, 1, 1, 0));
+        scores[n] = dot * query->unit[0] * first_scales[n * layout->sizes[0]];
+    }
 }
 
 /* r_c = 1: tiles of the first vectors of JB consecutive candidates. */
@@ -122,7 +165,7 @@ ME_VNNI_INLINE void vnni_first(const QueryDigits *query, int64_t num_queries, in
             rows[jj] = vector_at(layout, row, 0);
             ahead[jj] = vector_at(layout, next, 0);
         }
-        vnni_tile(query, layout->dim, rows, ahead, dots, MB, JB, layout->fetch_to_l2);
+        _mm_storeu_ps(dots, vnni_tile(query, layout->dim, rows, ahead, MB, JB, layout->fetch_to_l2));
         for (int jj = 0; jj < count; jj++) {
             const float scale = scale_at(layout, n + jj, 0);
             for (int64_t q = 0; q < num_queries; q++) {
@@ -154,7 +197,7 @@ ME_VNNI_INLINE void vnni_many(const QueryDigits *query, int64_t num_queries, int
                 ahead[jj] = vector_at(layout, next, vector);
                 scale[jj] = scale_at(layout, n, vector);
             }
-            vnni_tile(query, layout->dim, rows, ahead, dots, MB, JB, layout->fetch_to_l2);
+            _mm_storeu_ps(dots, vnni_tile(query, layout->dim, rows, ahead, MB, JB, layout->fetch_to_l2));
             for (int m = 0; m < MB; m++)
                 for (int jj = 0; jj < JB; jj++) {
                     const float dot = dots[m * JB + jj] * scale[jj];
@@ -194,6 +237,11 @@ ME_VNNI_TARGET int metaembed_score_range_vnni(ME_RANGE_ARGS) {
         return -2;
     }
     const int rows = vnni_tile_rows(vectors, r_c);
+    if (vectors == 1 && r_c == 1) {
+        vnni_first_one(&query, layout, start, stop, scores);
+        free_digits(&query);
+        return 0;
+    }
     ME_VNNI_SHAPE(1, 1) ME_VNNI_SHAPE(1, 2) ME_VNNI_SHAPE(1, 4)
     ME_VNNI_SHAPE(2, 1) ME_VNNI_SHAPE(2, 2) ME_VNNI_SHAPE(3, 1) ME_VNNI_SHAPE(4, 1)
     free_digits(&query);

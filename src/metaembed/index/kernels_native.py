@@ -131,7 +131,8 @@ def score_tiers_native(
     and faster for the shape, else the widest vector copy (``"avx512"`` where available),
     except on AMD CPUs, whose AVX-512 runs on 256-bit units: there 3-8 query vectors in a
     call at ``r_c > 1`` run the ``"avx2"`` copy, measured faster for those shapes on Zen 4,
-    and int8 with 3 query vectors (4 from D = 512) at ``r_c > 1`` runs the ``"vnni"`` copy
+    and int8 with 3 query vectors (4 from D = 512) at ``r_c > 1``, or one at ``r_c = 1``,
+    runs the ``"vnni"`` copy
     (VPDPBUSD on three int8 digits of the query, exact int32 sums; up to 4 query vectors and
     D = 4096, other shapes on the AVX-512 copy).
     ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
