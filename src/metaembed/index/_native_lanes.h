@@ -137,8 +137,8 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
  * stored values are decoded once per group straight from the tier (no packing), its 4 x 3
  * dots summed across lanes into one 4-lane vector per candidate vector, so the max over
  * candidate vectors is lane-wise. Dims run in blocks of ME_DIM_BLOCK so that the query
- * block a tile reads stays in L1; the rows of the tile after this one are fetched ahead
- * while the first group runs.
+ * block a tile reads stays in L1; while the first group runs, the tile fetches its own tile
+ * of a candidate about 16 KiB further on (ahead_candidates).
  */
 
 /* dots[jj] (+)= <queries[m], vectors[jj]> over dims [begin, end), m < 4, lanes = m. */
@@ -190,12 +190,13 @@ ME_INLINE void grouped_dots(const float *padded, int64_t dim, const void *const 
     }
 }
 
-/* top[g] = max(top[g], dots of group g with candidate vectors rows[0 .. JB)). */
+/* top[g] = max(top[g], dots of group g with candidate vectors rows[0 .. JB)), fetching the
+   rows ahead[0 .. JB). */
 ME_INLINE void grouped_tile(const float *padded, int64_t dim, const void *const *rows,
-                            const float *scales, __m128 *top, const int G, const int JB,
-                            const int kind, const int to_l2) {
+                            const char *const *ahead, const float *scales, __m128 *top,
+                            const int G, const int JB, const int kind, const int to_l2) {
     __m128 dots[2][3]; /* (group, candidate vector), 4 query lanes */
-    grouped_dots(padded, dim, rows, (const char *const *)rows + JB, dots, G, JB, kind, to_l2);
+    grouped_dots(padded, dim, rows, ahead, dots, G, JB, kind, to_l2);
     for (int jj = 0; jj < JB; jj++)
         for (int g = 0; g < G; g++) {
             __m128 dot = kind == ME_KIND_I8 ? _mm_mul_ps(dots[g][jj], _mm_set1_ps(scales[jj]))
@@ -229,31 +230,33 @@ ME_INLINE void score_grouped_first(const float *padded, int64_t num_queries, int
 }
 
 /*
- * padded: (4 * G, dim) query vectors, zero past the real ones. rows: room for 2 * r_c + 3
- * pointers (this candidate's vectors, the next candidate's, and slack for the last tile's
- * fetch-ahead); scales: room for r_c floats.
+ * padded: (4 * G, dim) query vectors, zero past the real ones. rows: room for 2 * r_c pointers
+ * (this candidate's vectors, then those of the candidate ahead_candidates() later, which each
+ * tile fetches its own tile of while it runs); scales: room for r_c floats.
  */
 ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r_q,
                              const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
                              float *scores, int64_t stride, const void **rows, float *scales,
                              const int G, const int kind) {
     const int64_t dim = layout->dim;
-    for (int64_t j = 0; j < r_c; j++) rows[r_c + j] = vector_at(layout, start, j);
+    const int64_t distance = ahead_candidates(r_c * dim * element_bytes_of(kind));
+    const char *const *ahead = (const char *const *)rows + r_c;
+    const int l2 = layout->fetch_to_l2;
     for (int64_t n = start; n < stop; n++) {
-        const int64_t next = n + 1 < stop ? n + 1 : n;
+        const int64_t later = n + distance < stop ? n + distance : stop - 1;
         for (int64_t j = 0; j < r_c; j++) {
-            rows[j] = rows[r_c + j];
-            rows[r_c + j] = vector_at(layout, next, j);
+            rows[j] = vector_at(layout, n, j);
+            rows[r_c + j] = vector_at(layout, later, j);
             if (kind == ME_KIND_I8) scales[j] = scale_at(layout, n, j);
         }
-        for (int64_t j = 2 * r_c; j < 2 * r_c + 3; j++) rows[j] = rows[2 * r_c - 1];
         __m128 top[2] = {_mm_set1_ps(-INFINITY), _mm_set1_ps(-INFINITY)};
-        const int l2 = layout->fetch_to_l2;
         int64_t j = 0;
         for (; j + 3 <= r_c; j += 3)
-            grouped_tile(padded, dim, rows + j, scales + j, top, G, 3, kind, l2);
-        if (r_c - j == 2) grouped_tile(padded, dim, rows + j, scales + j, top, G, 2, kind, l2);
-        if (r_c - j == 1) grouped_tile(padded, dim, rows + j, scales + j, top, G, 1, kind, l2);
+            grouped_tile(padded, dim, rows + j, ahead + j, scales + j, top, G, 3, kind, l2);
+        if (r_c - j == 2)
+            grouped_tile(padded, dim, rows + j, ahead + j, scales + j, top, G, 2, kind, l2);
+        if (r_c - j == 1)
+            grouped_tile(padded, dim, rows + j, ahead + j, scales + j, top, G, 1, kind, l2);
         float best[8];
         _mm_storeu_ps(best, top[0]);
         _mm_storeu_ps(best + 4, top[1]);
@@ -642,8 +645,12 @@ ME_TARGET int ME_RANGE_NAME(ME_RANGE_ARGS) {
                       : 1;
     if (P == 1 && vectors <= ME_GROUPED_MAX) { /* r_c > 1, or r_c = 1 with 5-8 vectors */
         const int G = vectors <= 4 ? 1 : 2;
-        float *padded = calloc((size_t)(4 * G * dim), sizeof(float));
-        const void **rows = malloc((size_t)(2 * r_c + 3) * sizeof(void *));
+        /* 64-byte aligned rows: one query (8, 16) D = 1024 ran 1.1x faster on Zen 4 than from
+           calloc's 16-byte alignment (full-width loads split cache lines) */
+        const size_t padded_bytes = ((size_t)(4 * G * dim) * sizeof(float) + 63) / 64 * 64;
+        float *padded = aligned_alloc(64, padded_bytes);
+        if (padded) memset(padded, 0, padded_bytes);
+        const void **rows = malloc((size_t)(2 * r_c) * sizeof(void *));
         float *scales = malloc((size_t)r_c * sizeof(float));
         if (!padded || !rows || !scales) {
             free(padded);
