@@ -27,8 +27,9 @@
  *   MB x 4 tiles of one candidate's vectors; otherwise ("grouped"): groups of 4 query vectors
  *   x tiles of 3 candidate vectors (r_c = 1: the first vectors of 3 candidates), summed into
  *   one 4-lane vector per candidate vector so the max over candidate vectors is lane-wise,
- *   dims in blocks that keep the queries in L1. Except the sub-range form, they fetch the
- *   next tile's (or candidate's) rows ahead while they compute;
+ *   dims in blocks that keep the queries in L1. At r_c > 1 they fetch the rows of a
+ *   candidate about 16 KiB further on while they compute (ahead_candidates), and the
+ *   consecutive r_c = 1 form the next tile's;
  * - "query vectors along lanes" (everything else: batches, r_q = 16): the queries are
  *   transposed once per call into blocks of W vectors, (dims, W) each; each candidate's r_c
  *   vectors are decoded into packed tiles of JB rows, (dims/W, JB, W), and 2x4 or 1x8 tiles

@@ -100,8 +100,8 @@ ME_INLINE void score_first_vectors(const float *queries, int64_t num_queries, in
     }
 }
 
-/* r_c > 1 with one or two query vectors: MB x 4 tiles, the same rows of the next candidate
-   fetched ahead. */
+/* r_c > 1 with one or two query vectors: MB x 4 tiles, each fetching the same rows of the
+   candidate about 16 KiB further on (ahead_candidates). */
 ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int64_t r_q,
                                  const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
                                  float *scores, int64_t stride, const int MB, const int kind) {
@@ -109,15 +109,16 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
     const void *vectors[4];
     const char *ahead[4];
     float dots[8], best[2];
+    const int64_t distance = ahead_candidates(r_c * dim * element_bytes_of(kind));
     for (int64_t n = start; n < stop; n++) {
-        const int64_t next = n + 1 < stop ? n + 1 : n;
+        const int64_t later = n + distance < stop ? n + distance : stop - 1;
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;
         for (int64_t j = 0; j < r_c; j += 4) {
             float scale[4];
             for (int jj = 0; jj < 4; jj++) {
                 int64_t vector = j + jj < r_c ? j + jj : r_c - 1;
                 vectors[jj] = vector_at(layout, n, vector);
-                ahead[jj] = vector_at(layout, next, vector);
+                ahead[jj] = vector_at(layout, later, vector);
                 scale[jj] = kind == ME_KIND_I8 ? scale_at(layout, n, vector) : 1.0f;
             }
             dot_tile(queries, dim, vectors, ahead, dots, MB, 4, kind, layout->fetch_to_l2);

@@ -180,21 +180,23 @@ ME_VNNI_INLINE void vnni_first(const QueryDigits *query, int64_t num_queries, in
     }
 }
 
-/* r_c > 1: per candidate, tiles of JB of its vectors (a tile past r_c repeats the last). */
+/* r_c > 1: per candidate, tiles of JB of its vectors (a tile past r_c repeats the last), each
+   fetching the same rows of the candidate about 16 KiB further on (ahead_candidates). */
 ME_VNNI_INLINE void vnni_many(const QueryDigits *query, int64_t num_queries, int64_t r_q,
                               const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
                               float *scores, int64_t stride, const int MB, const int JB) {
     const int8_t *rows[4];
     const char *ahead[4];
     float dots[4], best[4], scale[4];
+    const int64_t distance = ahead_candidates(r_c * layout->dim);
     for (int64_t n = start; n < stop; n++) {
-        const int64_t next = n + 1 < stop ? n + 1 : n;
+        const int64_t later = n + distance < stop ? n + distance : stop - 1;
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;
         for (int64_t j = 0; j < r_c; j += JB) {
             for (int jj = 0; jj < JB; jj++) {
                 const int64_t vector = j + jj < r_c ? j + jj : r_c - 1;
                 rows[jj] = vector_at(layout, n, vector);
-                ahead[jj] = vector_at(layout, next, vector);
+                ahead[jj] = vector_at(layout, later, vector);
                 scale[jj] = scale_at(layout, n, vector);
             }
             _mm_storeu_ps(dots, vnni_tile(query, layout->dim, rows, ahead, MB, JB, layout->fetch_to_l2));
