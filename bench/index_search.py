@@ -9,7 +9,11 @@ memory-mapped index. The roofline is measured in the same run: the fp32 GEMM
 peak (a large torch matmul) and the DRAM read bandwidth (a sum over an array far
 larger than the caches). A configuration's roofline time is the larger of its
 FLOP time at the peak and its byte time at the bandwidth; "% roof" is that time
-divided by the measured time.
+divided by the measured time, with the best peak and bandwidth seen in the run (a
+lower bound). Beside it, "alongside" sets the row against the same peak and the
+read bandwidth sampled between the row's own runs (``BandwidthProbe``): on a
+shared VM whose bandwidth moves by 2x from one second to the next, that says how
+close a memory-bound row came to the machine of that moment.
 
 Usage::
 
@@ -53,10 +57,67 @@ def best_time(function, repeats: int, min_seconds: float) -> float:
     return best
 
 
-def measure_roofline(repeats: int, min_seconds: float) -> dict[str, float]:
+class BandwidthProbe:
+    """DRAM read bandwidth sampled between a row's runs (``sample``), so that a row can be set
+    against the bandwidth of the same moment as well as the run's best.
+
+    Each sample sums the next 256 MiB slice of a 1 GiB array (four slices in turn: a slice
+    was last read three samples ago, so none of it is in the 32 MiB or smaller caches).
+    On the 2-core Zen 4 VM the bandwidth sat at 32-34 GB/s for most 2 s windows and jumped
+    to 52-64 for a few, so a row timed in a slow window is memory-bound far below the run's
+    best; the bandwidth seen alongside it says how far below the machine of that moment.
+    """
+
+    def __init__(self) -> None:
+        self.array = torch.ones(256 * 1024 * 1024)  # 1 GiB of float32
+        self.slices = self.array.view(4, -1)  # (4, 64 Mi): 256 MiB each
+        self.turn = 0
+        self.best_gbs = 0.0
+
+    def sample(self) -> float:
+        """Time one slice's sum; returns its seconds and keeps the best GB/s since ``reset``."""
+        part = self.slices[self.turn % 4]
+        self.turn += 1
+        start = time.perf_counter()
+        part.sum()
+        seconds = time.perf_counter() - start
+        self.best_gbs = max(self.best_gbs, part.numel() * 4 / seconds / 1e9)
+        return seconds
+
+    def reset(self) -> None:
+        self.best_gbs = 0.0
+
+
+def best_time_alongside(
+    function, probe: BandwidthProbe, repeats: int, min_seconds: float
+) -> tuple[float, float]:
+    """``best_time`` with a bandwidth sample after every ~10 ms of the function's runs.
+
+    Returns the function's best seconds and the best read bandwidth (GB/s) sampled in the
+    same window, so the two are measured side by side.
+    """
+    function()
+    probe.reset()
+    probe.sample()
+    best, spent, runs, since_sample = float("inf"), 0.0, 0, 0.0
+    while runs < repeats or (spent < min_seconds and runs < 1000):
+        start = time.perf_counter()
+        function()
+        seconds = time.perf_counter() - start
+        best, spent, runs = min(best, seconds), spent + seconds, runs + 1
+        since_sample += seconds
+        if since_sample >= 0.01:
+            probe.sample()
+            since_sample = 0.0
+    probe.sample()
+    return best, probe.best_gbs
+
+
+def measure_roofline(probe: BandwidthProbe, repeats: int, min_seconds: float) -> dict[str, float]:
+    """fp32 GEMM peak (GFLOP/s) and the read bandwidth of the probe's whole 1 GiB (GB/s)."""
     left, right = torch.randn(2048, 2048), torch.randn(2048, 2048)
     gemm = best_time(lambda: left @ right, repeats, min_seconds)
-    big = torch.ones(256 * 1024 * 1024 // 4 * 4)  # 1 GiB of float32, far above L3
+    big = probe.array  # 1 GiB of float32, far above L3
     read = best_time(lambda: big.sum(), repeats, min_seconds)
     return {"gemm_gflops": 2 * 2048**3 / gemm / 1e9, "read_gbs": big.numel() * 4 / read / 1e9}
 
@@ -109,11 +170,16 @@ def budget_view(tiers, scales, r_c: int):
     return view, (None if scales is None else [scales[t][:count] for t in used]), count
 
 
-def row(roof, label, dim, dtype, budget, num_candidates, num_queries, seconds):
+def roofline_seconds(flops: float, read_bytes: float, gflops: float, gbs: float) -> float:
+    """The larger of the FLOP time at ``gflops`` and the byte time at ``gbs``."""
+    return max(flops / (gflops * 1e9), read_bytes / (gbs * 1e9))
+
+
+def row(roof, label, dim, dtype, budget, num_candidates, num_queries, seconds, alongside_gbs):
+    """One timed configuration; ``alongside_gbs`` is the read bandwidth sampled beside it."""
     flops = budget.scoring_flops(num_candidates, dim) * num_queries
     read_bytes = num_candidates * budget.r_c * bytes_per_vector(dtype, dim)
-    roof_seconds = max(flops / (roof["gemm_gflops"] * 1e9), read_bytes / (roof["read_gbs"] * 1e9))
-    return {
+    values = {
         "backend": label,
         "dim": dim,
         "dtype": dtype,
@@ -123,20 +189,34 @@ def row(roof, label, dim, dtype, budget, num_candidates, num_queries, seconds):
         "ms_per_query": seconds * 1e3 / num_queries,
         "gflops": flops / seconds / 1e9,
         "gbs": read_bytes / seconds / 1e9,
-        "bound": "compute"
-        if flops / roof["gemm_gflops"] > read_bytes / roof["read_gbs"]
-        else "memory",
-        "percent_of_roofline": 100 * roof_seconds / seconds,
+        "read_gbs_alongside": alongside_gbs,
     }
+    score_against(values, roof)
+    return values
 
 
-def bench_config(args, roof, dim, dtype, num_candidates, rows):
+def score_against(values, roof) -> None:
+    """Set a row's bound and % of roofline: against ``roof`` (the run's best GEMM peak and
+    bandwidth), and against the same peak with the bandwidth sampled alongside the row."""
+    seconds = values["ms_per_query"] * values["batch"] / 1e3
+    flops = values["gflops"] * 1e9 * seconds
+    read_bytes = values["gbs"] * 1e9 * seconds
+    gemm, best_gbs = roof["gemm_gflops"], roof["read_gbs"]
+    values["bound"] = "compute" if flops / gemm > read_bytes / best_gbs else "memory"
+    values["percent_of_roofline"] = (
+        100 * roofline_seconds(flops, read_bytes, gemm, best_gbs) / seconds
+    )
+    alongside = roofline_seconds(flops, read_bytes, gemm, values["read_gbs_alongside"])
+    values["percent_of_roofline_alongside"] = 100 * alongside / seconds
+
+
+def bench_config(args, roof, probe, dim, dtype, num_candidates, rows):
     counts = tier_candidates(num_candidates, dim, dtype, args.max_gib * 2**30)
     if min(counts) == 0:
         print(f"skipping D={dim} {dtype}: --max-gib {args.max_gib} is too small", flush=True)
         return
     tiers, all_scales = make_tiers(counts, dim, dtype)
-    roof = update_roof(roof, measure_roofline(args.repeats, args.min_seconds))
+    roof = update_roof(roof, measure_roofline(probe, args.repeats, args.min_seconds))
     queries = torch.nn.functional.normalize(torch.randn(args.batch, 16, dim), dim=-1)
     for budget in args.budgets:
         view, scales, count = budget_view(tiers, all_scales, budget.r_c)
@@ -154,27 +234,32 @@ def bench_config(args, roof, dim, dtype, num_candidates, rows):
                     backend=backend,
                 )  # fmt: skip
 
-            single = best_time(lambda: search(1), args.repeats, args.min_seconds)
-            rows.append(row(roof, backend, dim, dtype, budget, count, 1, single))
+            single, gbs = best_time_alongside(
+                lambda: search(1), probe, args.repeats, args.min_seconds
+            )
+            rows.append(row(roof, backend, dim, dtype, budget, count, 1, single, gbs))
             print_row(rows[-1])
             if args.batch > 1:
-                batched = best_time(lambda: search(args.batch), args.repeats, args.min_seconds)
-                rows.append(row(roof, backend, dim, dtype, budget, count, args.batch, batched))
+                batched, gbs = best_time_alongside(
+                    lambda: search(args.batch), probe, args.repeats, args.min_seconds
+                )
+                rows.append(row(roof, backend, dim, dtype, budget, count, args.batch, batched, gbs))
                 print_row(rows[-1])
         if args.torch and dtype in ("float32", "float16") and budget.r_c <= 8:
-            slow = best_time(
+            slow, gbs = best_time_alongside(
                 lambda: score_tiers(
                     queries[:1, : budget.r_q], view, budget.r_c, dtype, scales, backend="torch"
                 ),
+                probe,
                 1,
                 0.0,
             )
-            rows.append(row(roof, "torch", dim, dtype, budget, count, 1, slow))
+            rows.append(row(roof, "torch", dim, dtype, budget, count, 1, slow, gbs))
             print_row(rows[-1])
     del tiers, all_scales
 
 
-def bench_end_to_end(args, roof, rows):
+def bench_end_to_end(args, roof, probe, rows):
     """MultiVectorIndex.search (memory-mapped files, top-k merge) for float16, D=128."""
     dim, num_candidates = 128, args.num_candidates
     with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
@@ -191,11 +276,14 @@ def bench_end_to_end(args, roof, rows):
         index.compact()
         queries = torch.nn.functional.normalize(torch.randn(1, 16, dim), dim=-1)
         for budget in PAPER_GROUPS:
-            seconds = best_time(
-                lambda: index.search(queries, k=10, budget=budget), args.repeats, args.min_seconds
+            seconds, gbs = best_time_alongside(
+                lambda: index.search(queries, k=10, budget=budget),
+                probe,
+                args.repeats,
+                args.min_seconds,
             )
             rows.append(
-                row(roof, "index.search", dim, "float16", budget, num_candidates, 1, seconds)
+                row(roof, "index.search", dim, "float16", budget, num_candidates, 1, seconds, gbs)
             )
             print_row(rows[-1])
 
@@ -209,16 +297,25 @@ def update_roof(best: dict[str, float], new: dict[str, float]) -> dict[str, floa
 def rescore(rows, roof):
     """Recompute % of roofline for every row against the final (best) roofline."""
     for values in rows:
-        seconds = values["ms_per_query"] * values["batch"] / 1e3
-        flops = values["gflops"] * 1e9 * seconds
-        read_bytes = values["gbs"] * 1e9 * seconds
-        roof_seconds = max(
-            flops / (roof["gemm_gflops"] * 1e9), read_bytes / (roof["read_gbs"] * 1e9)
+        score_against(values, roof)
+
+
+def target_summary(rows, target: float = 70.0) -> list[str]:
+    """Per backend, dtype and batch: how many rows reach ``target`` % of the roofline, against
+    the run's best and against the bandwidth sampled alongside."""
+    groups: dict[tuple, list[dict]] = {}
+    for values in rows:
+        groups.setdefault((values["backend"], values["dtype"], values["batch"]), []).append(values)
+    lines = []
+    for (backend, dtype, batch), members in groups.items():
+        best = sum(v["percent_of_roofline"] >= target for v in members)
+        alongside = sum(v["percent_of_roofline_alongside"] >= target for v in members)
+        lines.append(
+            f"{backend} {dtype} batch={batch}: {best}/{len(members)} rows at >= {target:.0f}% "
+            f"of the run's best roofline, {alongside}/{len(members)} against the bandwidth "
+            "sampled alongside"
         )
-        values["percent_of_roofline"] = 100 * roof_seconds / seconds
-        values["bound"] = (
-            "compute" if flops / roof["gemm_gflops"] > read_bytes / roof["read_gbs"] else "memory"
-        )
+    return lines
 
 
 def print_row(values):
@@ -227,7 +324,9 @@ def print_row(values):
         f"N={values['num_candidates']:<7} batch={values['batch']:<3} "
         f"{values['ms_per_query']:>10.2f} ms/q "
         f"{values['gflops']:>7.1f} GFLOP/s {values['gbs']:>6.2f} GB/s {values['bound']:>7}-bound "
-        f"{values['percent_of_roofline']:>5.0f}% roof",
+        f"{values['percent_of_roofline']:>5.0f}% roof "
+        f"({values['percent_of_roofline_alongside']:>4.0f}% at {values['read_gbs_alongside']:.0f} "
+        "GB/s alongside)",
         flush=True,
     )
 
@@ -284,7 +383,8 @@ def main() -> None:
     if args.quick:
         args.num_candidates, args.repeats, args.min_seconds = 5000, 1, 0.0
     torch.set_num_threads(args.threads)
-    roof = measure_roofline(args.repeats + 2, args.min_seconds)
+    probe = BandwidthProbe()
+    roof = measure_roofline(probe, args.repeats + 2, args.min_seconds)
     roof_first = dict(roof)
     print(
         f"roofline: fp32 GEMM peak {roof['gemm_gflops']:.1f} GFLOP/s, "
@@ -296,10 +396,10 @@ def main() -> None:
     rows: list[dict] = []
     for dim in args.dims:
         for dtype in args.dtypes:
-            bench_config(args, roof, dim, dtype, args.num_candidates, rows)
+            bench_config(args, roof, probe, dim, dtype, args.num_candidates, rows)
     if args.end_to_end:
-        bench_end_to_end(args, roof, rows)
-    roof_after = measure_roofline(args.repeats + 2, args.min_seconds)
+        bench_end_to_end(args, roof, probe, rows)
+    roof_after = measure_roofline(probe, args.repeats + 2, args.min_seconds)
     best_roof = update_roof(dict(roof), roof_after)
     rescore(rows, best_roof)
     print(
@@ -309,6 +409,8 @@ def main() -> None:
     )
     for values in rows:
         print_row(values)
+    for line in target_summary(rows):
+        print(line)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": {
