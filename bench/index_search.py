@@ -74,8 +74,8 @@ class BandwidthProbe:
         self.turn = 0
         self.best_gbs = 0.0
 
-    def sample(self) -> float:
-        """Time one slice's sum; returns its seconds and keeps the best GB/s since ``reset``."""
+    def sample(self) -> None:
+        """Time one slice's sum and keep the best GB/s since ``reset``."""
         part = self.slices[self.turn % 4]
         self.turn += 1
         start = time.perf_counter()
@@ -86,7 +86,6 @@ class BandwidthProbe:
         # timed run: one query (4, 8) D = 128 ran 9.6 ms right after a sample, 6.4 without
         # samples and 7.0 with this pause after each
         time.sleep(0.02)
-        return seconds
 
     def reset(self) -> None:
         self.best_gbs = 0.0

@@ -155,15 +155,16 @@ ME_COMMON void fetch_ahead(const char *const *ahead, int64_t d, const int JB, co
  * scores and the one whose rows it fetches, for candidates of `bytes` stored bytes each: about
  * 16 KiB ahead, at least the next candidate, at most 16 later. For the 1-2 query vector tiles
  * (score_few_vectors, vnni_many), against the next candidate they fetched before (Zen 4 VM,
- * 2026-12-06, evening, one query, side by side in one process): (2, 4) D = 128 100k float16
- * 2.57 vs 3.20 ms, float32 3.94 vs 7.40, int8 2.42 vs 2.66, (2, 16) float16 7.45 vs 12.33,
- * (2, 4) D = 1024 30k int8 3.80 vs 4.50; 8-64 KiB ahead all ran within noise of each other.
+ * 2026-12-06, evening, one query, two builds side by side in one process, both orders): at
+ * D = 128 100k with 58-61 GB/s available, (2, 4) float16 2.70-3.18 vs 3.08-3.64 ms, (2, 16)
+ * 7.13-7.22 vs 8.75-8.99, bfloat16 (2, 16) 7.66-8.13 vs 8.99-9.19; int8, and anything timed
+ * while the VM gave 36 GB/s, level (int8 (2, 4) 1.97 vs 1.95, D = 1024 float16 (2, 4) 7.47-7.66
+ * vs 7.55-7.57).
  * For the grouped form, against the next tile it fetched before (same VM, that afternoon):
  * (4, 8) D = 1024 30k float16 15.0-16.3 vs 21.2-22.8 ms, bfloat16 16.7 vs 21.4, (3, 8)
- * float16 13.5 vs 21.8; with the query rows
- * 64-byte aligned as well, (8, 16) D = 1024 int8 46.8 vs 54.7, float16 51.1 vs 59.5; D = 128
- * (16 KiB = 8 candidates ahead at r_c = 8) level, where one candidate ahead ran up to 1.1x
- * slower.
+ * float16 13.5 vs 21.8; with the query rows 64-byte aligned as well, (8, 16) D = 1024 int8
+ * 46.8 vs 54.7, float16 51.1 vs 59.5; D = 128 (16 KiB = 8 candidates ahead at r_c = 8)
+ * level, where one candidate ahead ran up to 1.1x slower.
  */
 ME_COMMON int64_t ahead_candidates(int64_t bytes) {
     const int64_t distance = 16384 / (bytes > 0 ? bytes : 1);
