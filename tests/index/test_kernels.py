@@ -289,3 +289,30 @@ def test_unknown_native_instruction_set_is_named(rng):
     queries = torch.from_numpy(normalized(rng, 1, 1, 8))
     with pytest.raises(ValueError, match=r"instruction_set='neon' is not available here"):
         score_tiers_native(queries, [candidates], None, 2, "float32", instruction_set="neon")
+
+
+@pytest.mark.skipif(not NATIVE_SETS, reason="native kernel not built here")
+def test_native_build_opened_by_path_scores_like_the_installed_one(rng):
+    """open_library on the installed build's file, passed as ``library``: the same scores
+    (how bench/kernel_ab.py times another checkout's build beside the installed one)."""
+    import importlib.util
+
+    from metaembed.index.kernels_native import open_library, score_tiers_native
+
+    library = open_library(importlib.util.find_spec("metaembed.index._native").origin)
+    assert library is not None
+    candidates = normalized(rng, 300, 4, 32)
+    queries = torch.from_numpy(normalized(rng, 2, 2, 32))
+    tiers = [candidates[:, :1], candidates[:, 1:4]]
+    installed = score_tiers_native(queries, tiers, None, 4, "float32")
+    opened = score_tiers_native(queries, tiers, None, 4, "float32", library=library)
+    assert torch.equal(installed, opened)
+
+
+def test_opening_a_file_that_is_no_library_names_it(tmp_path):
+    from metaembed.index.kernels_native import open_library
+
+    path = tmp_path / "_native.so"
+    path.write_bytes(b"not a shared library")
+    with pytest.raises(OSError, match="_native.so"):
+        open_library(path)

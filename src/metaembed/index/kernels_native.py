@@ -27,6 +27,7 @@ import functools
 import importlib.util
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,23 @@ def load_library() -> ctypes.CDLL | None:
     if spec is None or not spec.origin:
         logger.info("metaembed's native kernel is not built (no C compiler at install time)")
         return None
-    library = ctypes.CDLL(spec.origin)
+    return open_library(spec.origin)
+
+
+def open_library(path: str | Path) -> ctypes.CDLL | None:
+    """Open the kernel library built at ``path`` (a ``_native*.so``).
+
+    Returns ``None`` when this CPU cannot run it; :func:`load_library` opens the installed
+    one this way. Another checkout's build,
+    passed as ``library`` to :func:`score_tiers_native`, can be timed beside the installed
+    one in one process (``bench/kernel_ab.py``).
+
+    Raises
+    ------
+    OSError
+        When ``path`` is not a loadable shared library.
+    """
+    library = ctypes.CDLL(str(path))
     library.metaembed_native_supported.restype = ctypes.c_int
     if not library.metaembed_native_supported():
         logger.info("this CPU lacks AVX2/FMA/F16C; the native kernel is disabled")
@@ -67,9 +84,7 @@ def load_library() -> ctypes.CDLL | None:
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
     score = getattr(library, "metaembed_native_score", None)
     if score is None:  # a stale build from before the current entry point
-        logger.warning(
-            "metaembed's native kernel at %s is out of date; reinstall metaembed", spec.origin
-        )
+        logger.warning("metaembed's native kernel at %s is out of date; reinstall metaembed", path)
         return None
     score.restype = ctypes.c_int
     score.argtypes = [
@@ -121,6 +136,7 @@ def score_tiers_native(
     dtype: str,
     num_threads: int | None = None,
     instruction_set: str | None = None,
+    library: ctypes.CDLL | None = None,
 ) -> torch.Tensor:
     """Native backend of :func:`metaembed.index.kernels.score_tiers` (same arguments).
 
@@ -136,9 +152,10 @@ def score_tiers_native(
     (VPDPBUSD on three int8 digits of the query, exact int32 sums; up to 4 query vectors and
     D = 4096, other shapes on the AVX-512 copy).
     ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
-    bfloat16 parts).
+    bfloat16 parts). ``library``: a build opened with :func:`open_library`, for timing
+    builds side by side; the installed one by default.
     """
-    library = load_library()
+    library = load_library() if library is None else library
     if library is None:
         raise RuntimeError(_STATUS[-1])
     if instruction_set is not None and instruction_set not in instruction_sets():
