@@ -21,8 +21,9 @@ Usage::
     .venv/bin/python bench/kernel_ab.py --instruction-sets avx512 avx2
     .venv/bin/python bench/kernel_ab.py --quick                 # smoke run
 
-Prints a table (ms per variant, ratio to the first variant, best bandwidth sampled in the
-rounds) and saves JSON (``--output``).
+Prints a table (ms per variant; the first variant's time over this one's, so above 1x is
+faster than the first; the best bandwidth sampled in the rounds) and saves JSON
+(``--output``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def library_path(build: str) -> Path:
 
 def open_variants(builds: list[str], isas: list[str]) -> list[tuple[str, object, str | None]]:
     """(label, library, instruction set or None for the kernel's own pick) per variant."""
+    for isa in isas:
+        if isa != "auto" and isa not in instruction_sets():
+            raise SystemExit(f"instruction set {isa!r} is not available: {instruction_sets()}")
     variants = []
     for build in builds:
         if build == "installed":
@@ -74,8 +78,6 @@ def open_variants(builds: list[str], isas: list[str]) -> list[tuple[str, object,
         if library is None:
             raise SystemExit(f"the native kernel of {build} does not run on this machine")
         for isa in isas:
-            if isa != "auto" and isa not in instruction_sets():
-                raise SystemExit(f"instruction set {isa!r} is not available: {instruction_sets()}")
             label = name if len(isas) == 1 else f"{name} {isa}"
             variants.append((label, library, None if isa == "auto" else isa))
     return variants

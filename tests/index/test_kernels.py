@@ -308,6 +308,14 @@ def test_native_build_opened_by_path_scores_like_the_installed_one(rng):
     opened = score_tiers_native(queries, tiers, None, 4, "float32", library=library)
     assert torch.equal(installed, opened)
 
+    class RejectingLibrary:  # the call goes to the library given, not the installed one
+        @staticmethod
+        def metaembed_native_score(*arguments):
+            return -3
+
+    with pytest.raises(RuntimeError, match="rejected its arguments"):
+        score_tiers_native(queries, tiers, None, 4, "float32", library=RejectingLibrary())
+
 
 def test_opening_a_file_that_is_no_library_names_it(tmp_path):
     from metaembed.index.kernels_native import open_library

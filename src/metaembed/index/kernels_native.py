@@ -67,9 +67,9 @@ def open_library(path: str | Path) -> ctypes.CDLL | None:
     """Open the kernel library built at ``path`` (a ``_native*.so``).
 
     Returns ``None`` when this CPU cannot run it; :func:`load_library` opens the installed
-    one this way. Another checkout's build,
-    passed as ``library`` to :func:`score_tiers_native`, can be timed beside the installed
-    one in one process (``bench/kernel_ab.py``).
+    one this way. Another checkout's build, passed as ``library`` to
+    :func:`score_tiers_native`, can be timed beside the installed one in one process
+    (``bench/kernel_ab.py``).
 
     Raises
     ------
