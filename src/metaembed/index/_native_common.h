@@ -171,6 +171,12 @@ ME_COMMON int64_t ahead_candidates(int64_t bytes) {
     return distance < 1 ? 1 : distance > 16 ? 16 : distance;
 }
 
+/* The candidate whose rows are fetched while candidate n is scored: `distance` on, held to the
+   range's last candidate (stop - 1) near its end. */
+ME_COMMON int64_t ahead_candidate(int64_t n, int64_t distance, int64_t stop) {
+    return n + distance < stop ? n + distance : stop - 1;
+}
+
 /* (sum a, sum b, sum c, sum d) of four 8-lane accumulators. */
 ME_COMMON __m128 sum4_8(__m256 a, __m256 b, __m256 c, __m256 d) {
     __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));

@@ -111,7 +111,7 @@ ME_INLINE void score_few_vectors(const float *queries, int64_t num_queries, int6
     float dots[8], best[2];
     const int64_t distance = ahead_candidates(r_c * dim * element_bytes_of(kind));
     for (int64_t n = start; n < stop; n++) {
-        const int64_t later = n + distance < stop ? n + distance : stop - 1;
+        const int64_t later = ahead_candidate(n, distance, stop);
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;
         for (int64_t j = 0; j < r_c; j += 4) {
             float scale[4];
@@ -244,7 +244,7 @@ ME_INLINE void score_grouped(const float *padded, int64_t num_queries, int64_t r
     const char *const *ahead = (const char *const *)rows + r_c;
     const int l2 = layout->fetch_to_l2;
     for (int64_t n = start; n < stop; n++) {
-        const int64_t later = n + distance < stop ? n + distance : stop - 1;
+        const int64_t later = ahead_candidate(n, distance, stop);
         for (int64_t j = 0; j < r_c; j++) {
             rows[j] = vector_at(layout, n, j);
             rows[r_c + j] = vector_at(layout, later, j);

@@ -190,7 +190,7 @@ ME_VNNI_INLINE void vnni_many(const QueryDigits *query, int64_t num_queries, int
     float dots[4], best[4], scale[4];
     const int64_t distance = ahead_candidates(r_c * layout->dim);
     for (int64_t n = start; n < stop; n++) {
-        const int64_t later = n + distance < stop ? n + distance : stop - 1;
+        const int64_t later = ahead_candidate(n, distance, stop);
         for (int m = 0; m < MB; m++) best[m] = -INFINITY;
         for (int64_t j = 0; j < r_c; j += JB) {
             for (int jj = 0; jj < JB; jj++) {
