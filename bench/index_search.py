@@ -43,17 +43,21 @@ from metaembed.index.storage import tier_bounds
 RESULTS = Path(__file__).parent / "results" / "index_search.json"
 
 
-def best_time(function, repeats: int, min_seconds: float) -> float:
+def best_time(function, repeats: int, min_seconds: float, between=None) -> float:
     """The fastest of at least ``repeats`` timed runs (after one untimed), and of as many more
     as fit in ``min_seconds`` of timed runs (at most 1,000): on a shared VM a few runs often
-    all land in a noisy moment, and the roofline is measured the same way."""
+    all land in a noisy moment, and the roofline is measured the same way. ``between``, if
+    given, is called (untimed) after every ~50 ms of timed runs."""
     function()
-    best, spent, runs = float("inf"), 0.0, 0
+    best, spent, runs, since = float("inf"), 0.0, 0, 0.0
     while runs < repeats or (spent < min_seconds and runs < 1000):
         start = time.perf_counter()
         function()
         seconds = time.perf_counter() - start
-        best, spent, runs = min(best, seconds), spent + seconds, runs + 1
+        best, spent, runs, since = min(best, seconds), spent + seconds, runs + 1, since + seconds
+        if between is not None and since >= 0.05:
+            between()
+            since = 0.0
     return best
 
 
@@ -99,19 +103,9 @@ def best_time_alongside(
     Returns the function's best seconds and the best read bandwidth (GB/s) sampled in the
     same window, so the two are measured side by side.
     """
-    function()
     probe.reset()
     probe.sample()
-    best, spent, runs, since_sample = float("inf"), 0.0, 0, 0.0
-    while runs < repeats or (spent < min_seconds and runs < 1000):
-        start = time.perf_counter()
-        function()
-        seconds = time.perf_counter() - start
-        best, spent, runs = min(best, seconds), spent + seconds, runs + 1
-        since_sample += seconds
-        if since_sample >= 0.05:
-            probe.sample()
-            since_sample = 0.0
+    best = best_time(function, repeats, min_seconds, between=probe.sample)
     probe.sample()
     return best, probe.best_gbs
 
