@@ -45,11 +45,13 @@ COMPILED = [name for name in available_backends() if name != "torch"]
 
 
 def assert_budgets_match_reference(
-    queries, candidates, dtype, backend, budgets, threads=(None,), atol=2e-5, instruction_set=None
-):
+    queries, candidates, dtype, backend, budgets, threads=(None,), atol=2e-5,
+    instruction_set=None, lane_groups=None,
+):  # fmt: skip
     """Every (r_q, r_c) and thread count: ``score_tiers`` equals maxsim on the decoded tiers.
 
-    With ``instruction_set``, the native kernel held to that instruction set is checked.
+    With ``instruction_set``, the native kernel held to that instruction set (and
+    ``lane_groups`` choice) is checked.
     """
     raw_tiers, scales, decoded = tiered(candidates, dtype)
     for r_q, r_c in budgets:
@@ -60,7 +62,7 @@ def assert_budgets_match_reference(
 
                 got = score_tiers_native(
                     queries[:, :r_q], raw_tiers, scales, r_c, dtype, count,
-                    instruction_set=instruction_set,
+                    instruction_set=instruction_set, lane_groups=lane_groups,
                 )  # fmt: skip
             else:
                 got = score_tiers(
@@ -247,6 +249,33 @@ def test_every_native_instruction_set_matches_reference(rng, instruction_set, dt
             queries[:num_queries], candidates, dtype, "native", budgets, (1, 3), atol=5e-5,
             instruction_set=instruction_set,
         )  # fmt: skip
+
+
+@pytest.mark.skipif("avx512" not in NATIVE_SETS, reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("dtype", STORAGE_DTYPES)
+@pytest.mark.parametrize("dim", [13, 64, 224])
+def test_avx512_lane_groups_on_and_off_match_reference(rng, dtype, dim):
+    """The AVX-512 copy's two forms for 3-8 query vectors (lane groups of 2 or 4 dims per
+    query vector in one 16-lane block, or the grouped dims-along-lanes form that Zen 5 takes),
+    each held on by ``lane_groups``, whatever this CPU's rule picks; the two sum in different
+    orders, so unequal bits show the choice reaches the kernel."""
+    from metaembed.index.kernels_native import score_tiers_native
+
+    candidates = normalized(rng, 67, 20, dim)
+    queries = torch.from_numpy(normalized(rng, 3, 16, dim))
+    budgets = [(3, 8), (4, 8), (5, 16), (8, 16), (8, 20), (5, 1), (8, 1)]
+    for lane_groups in (True, False):
+        for num_queries in (1, 3):
+            assert_budgets_match_reference(
+                queries[:num_queries, :8], candidates, dtype, "native", budgets, (1, 3),
+                atol=5e-5, instruction_set="avx512", lane_groups=lane_groups,
+            )  # fmt: skip
+    raw_tiers, scales, _ = tiered(candidates, dtype)
+    on, off = (
+        score_tiers_native(queries[:1, :4], raw_tiers, scales, 8, dtype, 1, "avx512", None, flag)
+        for flag in (True, False)
+    )
+    assert not torch.equal(on, off)
 
 
 @pytest.mark.parametrize("instruction_set", NATIVE_SETS)

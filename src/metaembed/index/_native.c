@@ -51,6 +51,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_native_common.h"
+#ifdef ME_HAVE_AVX2
+#include <cpuid.h>
+#endif
 
 ME_EXPORT int metaembed_native_supported(void) {
 #ifdef ME_HAVE_AVX2
@@ -66,6 +69,8 @@ ME_EXPORT int metaembed_native_supported(void) {
 #define ME_ISA_AVX512 2
 #define ME_ISA_AMX 4
 #define ME_ISA_VNNI 8
+#define ME_LANE_GROUPS_ON 16 /* with an isa: the lane-groups choice held, see metaembed_native_score */
+#define ME_LANE_GROUPS_OFF 32
 
 /* The instruction sets this CPU and OS can run the kernel with: ME_ISA_* bits. */
 ME_EXPORT int metaembed_native_instruction_sets(void) {
@@ -152,32 +157,67 @@ static int amx_pays(int kind, int whole, int64_t vectors, int64_t r_c, int64_t d
 }
 
 /*
- * Whether this is an AMD CPU with AVX-512 (Zen 4 executes AVX-512 on 256-bit units: a 512-bit
- * instruction takes two passes). Measured on Zen 4 only (2-core EPYC VM, 2026-12-04, float16,
- * Python harness side by side, docs/index.md; later AMD CPUs take the same rules unmeasured):
- * the dims-along-lanes forms with 3 to 8 query vectors at r_c > 1 ran faster on the AVX2 copy
- * (one query (4, 8) D = 128 7.4-7.5 ms vs 9.5-10.5 on AVX-512, (8, 16) 21.7 vs 30.1; D = 1024,
- * 30k: (4, 8) 21.5 vs 23.5, (8, 16) 58.9 vs 60.0), and fetching the next rows into L2 rather
- * than L1 paid at one query (2, 4) (D = 1024: 6.7-7.4 ms vs 11.4; D = 128 0.89-0.96x in two
- * runs; other shapes within noise). Intel CPUs, and AMD ones without AVX-512 (Zen 3, measured
- * before), keep their forms and L1 fetches.
+ * The AMD family from CPUID leaf 1 (base plus extended family): 0x19 for Zen 3 and Zen 4,
+ * 0x1A for Zen 5; 0 on other vendors.
  */
-static int amd_avx512_cpu(int available) {
+static int amd_family(void) {
+    unsigned eax, ebx, ecx, edx;
     __builtin_cpu_init();
-    return (available & ME_ISA_AVX512) && __builtin_cpu_is("amd");
+    if (!__builtin_cpu_is("amd") || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const int base = (eax >> 8) & 0xF;
+    return base == 0xF ? base + (int)((eax >> 20) & 0xFF) : base;
+}
+
+/*
+ * The measured rules that depend on the CPU, not the shape (docs/index.md):
+ *
+ * - half_width: AMD family 0x19 with AVX-512 (Zen 4, which runs a 512-bit instruction in two
+ *   passes on 256-bit units; 2-core EPYC VM, 2026-12-04, float16, Python harness side by
+ *   side): the dims-along-lanes forms with 3 to 8 query vectors at r_c > 1 ran faster on the
+ *   AVX2 copy (one query (4, 8) D = 128 7.4-7.5 ms vs 9.5-10.5 on AVX-512, (8, 16) 21.7 vs
+ *   30.1; D = 1024, 30k: (4, 8) 21.5 vs 23.5, (8, 16) 58.9 vs 60.0), and fetching the next
+ *   rows into L2 rather than L1 paid at one query (2, 4) (D = 1024: 6.7-7.4 ms vs 11.4;
+ *   D = 128 0.89-0.96x in two runs; other shapes within noise);
+ * - lane_groups: the AVX-512 copy's lane-groups form, kept everywhere but AMD from family
+ *   0x1A (Zen 5: 2-core EPYC VM, family 0x1A model 2, 2026-12-06, kernel_ab, float16, one
+ *   query, 100k, AVX-512 with and without lane groups: the grouped form ran (4, 8) D = 128
+ *   4.3 ms vs 6.4-6.5, D = 1024 28.4-38.4 vs 48.1-49.8, (3, 8) 5.2 vs 6.9-7.1, (5, 1) 1.3
+ *   vs 1.4-1.5, (8, 1) 1.6-1.7 vs 1.9-2.1, and tied at (6, 16), (8, 16) and (8, 64)). There
+ *   AVX-512 beat AVX2 at (8, 16) (D = 128 13.9-14.4 ms vs 15.8-16.0, D = 1024 100-110 vs
+ *   114-123) and (16, 64) (78 vs 122), and tied at (4, 8) in the grouped form (4.3-4.4 ms
+ *   both), so Zen 5 takes the AVX-512 copy and fetches into L1, as Intel CPUs do ((2, 4)
+ *   D = 128 2.22-2.29 ms vs 2.41-2.68 fetching into L2, (4, 8) D = 1024 28.4-33.1 vs
+ *   38.1-39.2). Intel CPUs, AMD ones without AVX-512 (Zen 3, measured before), and AMD ones
+ *   after family 0x1A (unmeasured) take the Zen 5 rules but for Intel's lane groups.
+ */
+typedef struct {
+    int amd_avx512;  /* AMD with AVX-512 (Zen 4, Zen 5): the VNNI rules below */
+    int half_width;  /* Zen 4 */
+    int lane_groups; /* not AMD from family 0x1A */
+} CpuRules;
+
+static CpuRules cpu_rules(int available) {
+    const int family = amd_family(), avx512 = (available & ME_ISA_AVX512) != 0;
+    const CpuRules rules = {avx512 && family != 0, avx512 && family == 0x19,
+                            family < 0x1A};
+    return rules;
 }
 
 /*
  * Whether the VNNI copy (_native_vnni.c: int8 with up to 4 query vectors) beats the vector
- * copies. Measured on Zen 4 only (2-core EPYC VM, 2026-12-06, one query, Python harness side
- * by side with the AVX2 copy these shapes took before; docs/index.md): 3 vectors at r_c > 1
+ * copies. Measured on Zen 4 (2-core EPYC VM, 2026-12-06, one query, Python harness side by
+ * side with the AVX2 copy these shapes took before; docs/index.md): 3 vectors at r_c > 1
  * ((3, 8) D = 128 5.8 vs 6.7 ms; (3, 16) D = 512 22.0 vs 33.1) and 4 from D = 512 ((4, 8)
  * D = 512 10.3 vs 16.0, D = 1024 11.6 vs 17.7); one query (4, 8) at D = 128 (7.2 vs 6.7)
  * keeps the AVX2 copy, and 1-2 vectors at r_c > 1 keep the AVX-512 copy (an earlier
  * two-digit build of this copy, which does less work per value, already tied or lost there:
  * (2, 4) D = 128 2.95 vs 2.67 ms). One vector at r_c = 1 (vnni_first_one: four candidate
  * streams, rows walked by pointer) runs here: (1, 1) D = 128, 100k, 0.29 vs 0.43 ms, D = 1024
- * 2.85 vs 2.84 (memory-bound; one thread in L2 18.7 vs 36.6 ns per candidate). Intel CPUs
+ * 2.85 vs 2.84 (memory-bound; one thread in L2 18.7 vs 36.6 ns per candidate). Zen 5
+ * (kernel_ab, 2026-12-06, against its AVX-512 copy) keeps these routes: (1, 1) D = 128
+ * 0.40-0.45 vs 0.47-0.52 ms, (3, 8) 4.45-4.49 vs 5.17-5.25, 2 vectors still lose ((2, 4)
+ * 2.46-2.47 vs 2.01-2.02); 50k at D = 1024: (1, 1) 1.27-1.33 vs 1.58-1.64, (3, 8) 10.3 vs
+ * 11.8, (4, 8) 14.3-14.7 vs 13.1 (within this VM's noise, so the rule stands). Intel CPUs
  * with AVX-512 VNNI keep their routes (AMX takes most int8 shapes there) until measured.
  */
 static int vnni_pays(int amd_avx512, int kind, int64_t vectors, int64_t r_c, int64_t dim) {
@@ -187,8 +227,8 @@ static int vnni_pays(int amd_avx512, int kind, int64_t vectors, int64_t r_c, int
 }
 
 /* Whether the AVX-512 copy is the faster vector copy for M query vectors at r_c. */
-static int avx512_pays(int amd_avx512, int64_t vectors, int64_t r_c) {
-    return !(amd_avx512 && r_c > 1 && vectors >= 3 && vectors <= ME_GROUPED_MAX);
+static int avx512_pays(int half_width, int64_t vectors, int64_t r_c) {
+    return !(half_width && r_c > 1 && vectors >= 3 && vectors <= ME_GROUPED_MAX);
 }
 
 #endif
@@ -203,7 +243,9 @@ static int avx512_pays(int amd_avx512, int64_t vectors, int64_t r_c) {
  * (float32, float16 or bfloat16 bits, int8); scales[t]: (N, sizes[t]) float32 for int8, else
  * ignored. The first r_c vectors are read, tier by tier. Returns 0, -1 when this build or CPU
  * has no kernel, -2 when memory runs out, -3 on bad arguments. isa: 0 for the widest this
- * CPU runs, or one ME_ISA_* value (-1 when this CPU cannot run it).
+ * CPU runs, or one ME_ISA_* value (-1 when this CPU cannot run it), plus ME_LANE_GROUPS_ON
+ * or _OFF to hold the AVX-512 copy's lane-groups form on or off instead of the CPU's rule
+ * (tests and side-by-side timings; the scores agree either way).
  */
 ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, int64_t r_q,
                                      int64_t dim, const void *const *tiers,
@@ -213,15 +255,18 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
                                      int64_t threads, int isa) {
 #ifdef ME_HAVE_AVX2
     const int available = metaembed_native_instruction_sets();
-    const int amd_avx512 = amd_avx512_cpu(available);
+    const CpuRules rules = cpu_rules(available);
+    const int forms = isa & (ME_LANE_GROUPS_ON | ME_LANE_GROUPS_OFF);
+    isa &= ~(ME_LANE_GROUPS_ON | ME_LANE_GROUPS_OFF);
+    if (forms == (ME_LANE_GROUPS_ON | ME_LANE_GROUPS_OFF)) return -3;
     if (isa == 0) /* AMX, VNNI or AVX-512 where each pays, else AVX2 */
         isa = available & ME_ISA_AMX &&
                       amx_pays(kind, whole_tiers(sizes, num_tiers, r_c) != 0, num_queries * r_q,
                                r_c, dim)
                   ? ME_ISA_AMX
-              : available & ME_ISA_VNNI && vnni_pays(amd_avx512, kind, num_queries * r_q, r_c, dim)
+              : available & ME_ISA_VNNI && vnni_pays(rules.amd_avx512, kind, num_queries * r_q, r_c, dim)
                   ? ME_ISA_VNNI
-              : available & ME_ISA_AVX512 && avx512_pays(amd_avx512, num_queries * r_q, r_c)
+              : available & ME_ISA_AVX512 && avx512_pays(rules.half_width, num_queries * r_q, r_c)
                   ? ME_ISA_AVX512
                   : ME_ISA_AVX2;
     if (!available ||
@@ -242,7 +287,8 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
     memset(&layout, 0, sizeof layout);
     layout.element_bytes = element_bytes[kind];
     layout.dim = dim;
-    layout.fetch_to_l2 = amd_avx512;
+    layout.fetch_to_l2 = rules.half_width;
+    layout.lane_groups = forms ? forms == ME_LANE_GROUPS_ON : rules.lane_groups;
     int64_t stored = 0;
     for (int64_t t = 0; t < num_tiers; t++) {
         layout.base[t] = (const char *)tiers[t];

@@ -63,6 +63,7 @@ typedef struct {
     int64_t dim;
     VectorPlace *places; /* (r_c,) */
     int fetch_to_l2;     /* the dims-along-lanes forms fetch the next rows into L2, not L1 */
+    int lane_groups;     /* the 16-lane copy may take its lane-groups form (ME_PACKED_FEW) */
 } Layout;
 
 static inline const void *vector_at(const Layout *layout, int64_t n, int64_t j) {

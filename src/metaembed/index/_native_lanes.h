@@ -639,9 +639,10 @@ ME_TARGET int ME_RANGE_NAME(ME_RANGE_ARGS) {
         return 0;
     }
     /* one block of lane groups (P dims each) for a few query vectors, where the width has
-       lanes to spare (AVX-512: 3 to 8 vectors, or 5 to 8 at r_c = 1); else the grouped
-       dims-along-lanes form */
-    const int P = ME_PACKED_FEW && vectors <= ME_W / 2 && vectors > (r_c > 1 ? 2 : 4)
+       lanes to spare (AVX-512: 3 to 8 vectors, or 5 to 8 at r_c = 1) and the CPU's rules
+       take them (Layout.lane_groups); else the grouped dims-along-lanes form */
+    const int P = ME_PACKED_FEW && layout->lane_groups && vectors <= ME_W / 2 &&
+                          vectors > (r_c > 1 ? 2 : 4)
                       ? (vectors <= ME_W / 4 ? 4 : 2)
                       : 1;
     if (P == 1 && vectors <= ME_GROUPED_MAX) { /* r_c > 1, or r_c = 1 with 5-8 vectors */

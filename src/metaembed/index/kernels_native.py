@@ -44,6 +44,7 @@ MAX_TIERS = 8
 _KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "int8": 3}
 # bit values of the C library, in the order the automatic choice prefers them
 _INSTRUCTION_SETS = {"amx": 4, "vnni": 8, "avx512": 2, "avx2": 1}
+_LANE_GROUPS = {None: 0, True: 16, False: 32}  # ME_LANE_GROUPS_ON / _OFF, or the CPU's rule
 _STATUS = {
     -1: "this build or CPU has no native kernel for that instruction set (x86-64 with AVX2, "
     "FMA and F16C needed; AVX-512F for instruction_set='avx512'; AVX512-VNNI, -BW and -VL for "
@@ -137,6 +138,7 @@ def score_tiers_native(
     num_threads: int | None = None,
     instruction_set: str | None = None,
     library: ctypes.CDLL | None = None,
+    lane_groups: bool | None = None,
 ) -> torch.Tensor:
     """Native backend of :func:`metaembed.index.kernels.score_tiers` (same arguments).
 
@@ -145,12 +147,15 @@ def score_tiers_native(
     (up to one thread per 64 candidates). ``instruction_set`` is one of
     :func:`instruction_sets`; by default the kernel picks per call: AMX where available
     and faster for the shape, else the widest vector copy (``"avx512"`` where available),
-    except on AMD CPUs, whose AVX-512 runs on 256-bit units: there 3-8 query vectors in a
-    call at ``r_c > 1`` run the ``"avx2"`` copy, measured faster for those shapes on Zen 4,
-    and int8 with 3 query vectors (4 from D = 512) at ``r_c > 1``, or one at ``r_c = 1``,
-    runs the ``"vnni"`` copy
+    except on Zen 4, whose AVX-512 runs on 256-bit units: there 3-8 query vectors in a call
+    at ``r_c > 1`` run the ``"avx2"`` copy, measured faster for those shapes. On AMD CPUs
+    with AVX-512 (Zen 4, Zen 5), int8 with 3 query vectors (4 from D = 512) at ``r_c > 1``,
+    or one at ``r_c = 1``, runs the ``"vnni"`` copy
     (VPDPBUSD on three int8 digits of the query, exact int32 sums; up to 4 query vectors and
-    D = 4096, other shapes on the AVX-512 copy).
+    D = 4096, other shapes on the AVX-512 copy). ``lane_groups`` holds the AVX-512 copy's
+    lane-groups form for 3-8 query vectors on (``True``) or off (``False``, the grouped form)
+    instead of the CPU's measured rule (off from Zen 5, on elsewhere); the scores agree
+    either way, so it is for tests and side-by-side timings.
     ``"amx"`` with float32 storage runs the AVX-512 copy (float32 is not split into
     bfloat16 parts). ``library``: a build opened with :func:`open_library`, for timing
     builds side by side; the installed one by default.
@@ -191,7 +196,7 @@ def score_tiers_native(
         tier_pointers, scale_pointers, size_array, len(used),
         r_c, _KINDS[dtype], 0, num_candidates,
         scores.ctypes.data, num_candidates, worker_count(num_candidates, num_threads, seconds),
-        _INSTRUCTION_SETS.get(instruction_set or "", 0),
+        _INSTRUCTION_SETS.get(instruction_set or "", 0) | _LANE_GROUPS[lane_groups],
     )  # fmt: skip
     if status != 0:
         raise RuntimeError(_STATUS.get(status, f"native kernel status {status}"))
