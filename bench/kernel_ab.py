@@ -24,6 +24,8 @@ Usage::
         --budgets 2x4 4x8 --dtypes float16
     # instruction sets of the installed build side by side
     .venv/bin/python bench/kernel_ab.py --instruction-sets avx512 avx2
+    # the AVX-512 copy with its lane-groups form for 3-8 query vectors held on and off
+    .venv/bin/python bench/kernel_ab.py --instruction-sets avx512/lanes avx512/grouped
     .venv/bin/python bench/kernel_ab.py --quick                 # smoke run
 
 Prints a table (ms per variant; the first variant's time over this one's, so above 1x is
@@ -67,11 +69,22 @@ def library_path(build: str) -> Path:
     return found[0]
 
 
-def open_variants(builds: list[str], isas: list[str]) -> list[tuple[str, object, str | None]]:
-    """(label, library, instruction set or None for the kernel's own pick) per variant."""
-    for isa in isas:
-        if isa != "auto" and isa not in instruction_sets():
-            raise SystemExit(f"instruction set {isa!r} is not available: {instruction_sets()}")
+FORMS = {"": None, "lanes": True, "grouped": False}  # spec suffix -> lane_groups
+
+
+def parse_isa(spec: str) -> tuple[str | None, bool | None]:
+    """``auto``, ``avx512`` or ``avx512/lanes`` -> (instruction set or None, lane_groups)."""
+    isa, _, form = spec.partition("/")
+    if form not in FORMS:
+        raise SystemExit(f"form {form!r} of {spec!r} is not one of {sorted(f for f in FORMS if f)}")
+    if isa != "auto" and isa not in instruction_sets():
+        raise SystemExit(f"instruction set {isa!r} is not available: {instruction_sets()}")
+    return (None if isa == "auto" else isa), FORMS[form]
+
+
+def open_variants(builds: list[str], isas: list[str]) -> list[tuple[str, object, tuple]]:
+    """(label, library, (instruction set or None for the kernel's pick, lane_groups))."""
+    parsed = [parse_isa(isa) for isa in isas]
     variants = []
     for build in builds:
         if build == "installed":
@@ -82,9 +95,9 @@ def open_variants(builds: list[str], isas: list[str]) -> list[tuple[str, object,
             name = build if Path(build).is_file() else str(path.parents[3])
         if library is None:
             raise SystemExit(f"the native kernel of {build} does not run on this machine")
-        for isa in isas:
+        for isa, choice in zip(isas, parsed, strict=True):
             label = name if len(isas) == 1 else f"{name} {isa}"
-            variants.append((label, library, None if isa == "auto" else isa))
+            variants.append((label, library, choice))
     return variants
 
 
@@ -92,8 +105,10 @@ def compare(variants, queries, view, view_scales, r_c, dtype, threads, probe, ro
     """Best seconds per variant over interleaved rounds, and the best GB/s sampled."""
 
     def run(variant):
-        _, library, isa = variant
-        return score_tiers_native(queries, view, view_scales, r_c, dtype, threads, isa, library)
+        _, library, (isa, lane_groups) = variant
+        return score_tiers_native(
+            queries, view, view_scales, r_c, dtype, threads, isa, library, lane_groups
+        )
 
     reference = run(variants[0])
     for variant in variants[1:]:
