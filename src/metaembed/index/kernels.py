@@ -273,12 +273,20 @@ def merge_top_k(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge a chunk's scores (Nq, n) with ids (n,) into a running top-k (Nq, k).
 
+    The chunk's top-k comes from the native kernel where it is built (its own threads: the
+    OpenMP workers of ``torch.topk`` keep spinning after it and slow the next search's
+    scoring), else from ``torch.topk``. Ids beside ``-inf`` scores are arbitrary; the caller
+    marks them empty.
+
     >>> best = torch.full((1, 2), float("-inf")), torch.full((1, 2), -1)
     >>> merge_top_k(*best, torch.tensor([[0.5, 0.9, 0.1]]), torch.tensor([7, 8, 9]), 2)
     (tensor([[0.9000, 0.5000]]), tensor([[8, 7]]))
     """
     take = min(k, scores.shape[1])
-    chunk_scores, positions = torch.topk(scores, take, dim=1)  # (Nq, take)
+    native = _native_module() if take > 0 else None
+    found = native.top_k_native(scores, take) if native is not None else None
+    chunk_scores, positions = found or torch.topk(scores, take, dim=1)  # (Nq, take) each
+    positions = positions.clamp(min=0)  # the native kernel's -1 beside -inf
     if take == k and bool(torch.isneginf(best_scores[:, 0]).all()):  # nothing held yet
         return chunk_scores, chunk_ids[positions]
     all_scores = torch.cat([best_scores, chunk_scores], dim=1)  # (Nq, k + take)

@@ -36,7 +36,13 @@ import torch
 from metaembed.index.codecs import bytes_per_vector
 from metaembed.index.kernel_threads import plain_array, query_matrix, worker_count
 
-__all__ = ["instruction_sets", "load_library", "score_tiers_native", "single_thread_seconds"]
+__all__ = [
+    "instruction_sets",
+    "load_library",
+    "score_tiers_native",
+    "single_thread_seconds",
+    "top_k_native",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +101,10 @@ def open_library(path: str | Path) -> ctypes.CDLL | None:
         pointer, int64, int64, ctypes.c_int,  # scores, stride, threads, instruction set
     ]  # fmt: skip
     library.metaembed_native_instruction_sets.restype = ctypes.c_int
+    top_k = getattr(library, "metaembed_native_top_k", None)
+    if top_k is not None:  # absent from builds before it (kernel_ab may open those)
+        top_k.restype = ctypes.c_int
+        top_k.argtypes = [pointer, int64, int64, int64, int64, pointer, pointer, int64]
     return library
 
 
@@ -201,3 +211,47 @@ def score_tiers_native(
     if status != 0:
         raise RuntimeError(_STATUS.get(status, f"native kernel status {status}"))
     return torch.from_numpy(scores)
+
+
+# scores per row (over all rows) from which a second thread pays for its ~50 us start: one
+# thread scans about 8 scores per ns (8 queries x 100k: 0.1 ms)
+_TOP_K_SCORES_PER_THREAD = 1 << 22
+
+
+def top_k_native(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Return the ``k`` largest scores of each row, best first (``None`` without the kernel).
+
+    Parameters
+    ----------
+    scores : torch.Tensor, shape (Nq, n)
+        float32 on the CPU (a copy is made if it is not contiguous).
+    k : int
+        Slots per row, at least 1; rows with fewer than ``k`` scores above ``-inf`` fill
+        the rest with ``-inf`` and position ``-1``.
+
+    Returns
+    -------
+    tuple of torch.Tensor or None
+        Scores (Nq, k) float32 and column positions (Nq, k) int64. Equal scores keep the
+        lower position first. Unlike ``torch.topk`` this runs on the kernel's own threads,
+        not torch's OpenMP pool, whose spinning workers slow the next search's scoring.
+    """
+    library = load_library()
+    if library is None or getattr(library, "metaembed_native_top_k", None) is None:
+        return None
+    if scores.dtype != torch.float32 or scores.device.type != "cpu" or scores.dim() != 2:
+        return None
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    matrix = np.ascontiguousarray(scores.numpy())  # (Nq, n)
+    num_queries, n = matrix.shape
+    top_scores = np.empty((num_queries, k), dtype=np.float32)  # (Nq, k)
+    top_positions = np.empty((num_queries, k), dtype=np.int64)  # (Nq, k)
+    threads = max(1, min(torch.get_num_threads(), matrix.size // _TOP_K_SCORES_PER_THREAD))
+    status = library.metaembed_native_top_k(
+        matrix.ctypes.data, num_queries, n, n, k,
+        top_scores.ctypes.data, top_positions.ctypes.data, threads,
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(_STATUS.get(status, f"native top-k status {status}"))
+    return torch.from_numpy(top_scores), torch.from_numpy(top_positions)

@@ -365,8 +365,8 @@ class MultiVectorIndex(MultiVectorIndexBase):
             for start in range(0, segment.info.rows, _SEARCH_CHUNK_ROWS):
                 stop = min(start + _SEARCH_CHUNK_ROWS, segment.info.rows)
                 scores = self._score_chunk(queries, segment, start, stop, budget.r_c)  # (Nq, n)
-                if live is not None:
-                    scores[:, ~torch.from_numpy(live[start:stop])] = EMPTY_SCORE
+                if live is not None:  # in numpy: a torch mask write would wake its OpenMP pool
+                    scores.numpy()[:, ~live[start:stop]] = EMPTY_SCORE
                 chunk_ids = torch.from_numpy(np.asarray(segment.ids[start:stop]))  # (n,)
                 best_scores, best_ids = merge_top_k(best_scores, best_ids, scores, chunk_ids, k)
         best_ids[torch.isneginf(best_scores)] = EMPTY_ID
