@@ -239,11 +239,12 @@ def test_every_native_instruction_set_matches_reference(rng, instruction_set, dt
     remainder; at most 8 query vectors take the packed direct form (float16, up to 16,
     split a pair of row tiles at a time; int8 from 6 vectors in two digit tiles), its query
     tiles resident at 64 and rotated at 224, seven bfloat16 steps, and 448, seven int8
-    steps)."""
+    steps). A pair of queries at (8, 4), (5, 9), (8, 19) or one at (16, 20) fills one
+    16-lane block with r_c % 8 in 1..4: the 1 x 4 tiles of the packed form."""
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]
-    budgets += [(3, 2), (5, 8), (5, 9), (6, 16), (8, 19), (16, 1)]
+    budgets += [(3, 2), (5, 8), (5, 9), (6, 16), (8, 19), (16, 1), (8, 4)]
     for num_queries in (1, 2, 19):  # one query, a pair, a batch with a partial lane block
         assert_budgets_match_reference(
             queries[:num_queries], candidates, dtype, "native", budgets, (1, 3), atol=5e-5,
