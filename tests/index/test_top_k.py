@@ -54,6 +54,7 @@ def test_native_top_k_threads_and_non_contiguous_input(monkeypatch):
     with pytest.raises(ValueError, match="k must be at least 1"):
         kernels_native.top_k_native(scores, 0)
     assert kernels_native.top_k_native(scores.double(), 3) is None  # not float32: torch's
+    assert kernels_native.top_k_native(scores, 257) is None  # large k: torch's selection
 
 
 def test_merge_top_k_is_the_same_with_and_without_the_kernel(monkeypatch):

@@ -216,6 +216,7 @@ def score_tiers_native(
 # scores per row (over all rows) from which a second thread pays for its ~50 us start: one
 # thread scans about 8 scores per ns (8 queries x 100k: 0.1 ms)
 _TOP_K_SCORES_PER_THREAD = 1 << 22
+_TOP_K_MAX = 256  # larger k go to torch.topk (see top_k_native)
 
 
 def top_k_native(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -227,7 +228,9 @@ def top_k_native(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
         float32 on the CPU (a copy is made if it is not contiguous).
     k : int
         Slots per row, at least 1; rows with fewer than ``k`` scores above ``-inf`` fill
-        the rest with ``-inf`` and position ``-1``.
+        the rest with ``-inf`` and position ``-1``. Above ``_TOP_K_MAX`` (256) this returns
+        ``None``: each entry into the sorted best k shifts up to k of them, which for rows
+        in rising order costs n * k, where ``torch.topk``'s selection stays linear.
 
     Returns
     -------
@@ -243,6 +246,8 @@ def top_k_native(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
         return None
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if k > _TOP_K_MAX:
+        return None
     matrix = np.ascontiguousarray(scores.numpy())  # (Nq, n)
     num_queries, n = matrix.shape
     top_scores = np.empty((num_queries, k), dtype=np.float32)  # (Nq, k)
