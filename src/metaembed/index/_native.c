@@ -100,12 +100,12 @@ typedef struct {
 
 static void *run_range(void *argument) {
     RangeJob *job = argument;
-    job->status = job->range(job->queries, job->num_queries, job->r_q, job->layout, job->r_c,
-                             job->kind, job->start, job->stop, job->scores, job->stride);
+    if (job->start < job->stop)
+        job->status = job->range(job->queries, job->num_queries, job->r_q, job->layout,
+                                 job->r_c, job->kind, job->start, job->stop, job->scores,
+                                 job->stride);
     return NULL;
 }
-
-#define ME_MAX_THREADS 256
 
 /*
  * Whether the AMX copy beats the AVX-512 one for M query vectors at r_c (`whole`: r_c ends at
@@ -191,7 +191,7 @@ static int amd_family(void) {
  *   AVX-512 beat AVX2 at (8, 16) (D = 128 13.9-14.4 ms vs 15.8-16.0, D = 1024 100-110 vs
  *   114-123) and (16, 64) (78 vs 122), and tied at (4, 8) in the grouped form (4.3-4.4 ms
  *   both), so Zen 5 takes the AVX-512 copy and fetches into L1, as Intel CPUs do ((2, 4)
- *   D = 128 2.22-2.29 ms vs 2.41-2.68 fetching into L2, (4, 8) D = 1024 28.4-33.1 vs
+ *   D = 128 2.22-2.39 ms vs 2.41-2.68 fetching into L2, (4, 8) D = 1024 28.4-33.1 vs
  *   38.1-39.2). Intel CPUs, AMD ones without AVX-512 (Zen 3, measured before), and AMD ones
  *   after family 0x1A (unmeasured) take the Zen 5 rules but for Intel's lane groups.
  */
@@ -287,6 +287,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
         kind < 0 || kind > ME_KIND_I8 || threads < 1)
         return -3;
     if (threads > ME_MAX_THREADS) threads = ME_MAX_THREADS;
+    if (threads > stop - start) threads = stop > start ? stop - start : 1; /* no empty range */
     static const int64_t element_bytes[4] = {4, 2, 2, 1};
     Layout layout;
     memset(&layout, 0, sizeof layout);
@@ -326,25 +327,9 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
                         stride, &layout, kind, 0, scores};
         jobs[i] = job;
     }
-#ifdef ME_HAVE_THREADS
-    pthread_t handles[ME_MAX_THREADS];
-    int started[ME_MAX_THREADS] = {0};
-    for (int64_t i = 1; i < threads; i++)
-        if (jobs[i].start < jobs[i].stop)
-            started[i] = pthread_create(&handles[i], NULL, run_range, &jobs[i]) == 0;
-#endif
+    run_jobs(run_range, jobs, sizeof jobs[0], threads);
     int status = 0;
-    for (int64_t i = 0; i < threads; i++) {
-#ifdef ME_HAVE_THREADS
-        if (started[i]) {
-            pthread_join(handles[i], NULL);
-        } else /* the calling thread's range, or a thread that could not be started */
-#endif
-        if (jobs[i].start < jobs[i].stop) {
-            run_range(&jobs[i]);
-        }
-        if (status == 0) status = jobs[i].status;
-    }
+    for (int64_t i = 0; i < threads && status == 0; i++) status = jobs[i].status;
     free(layout.places);
     free(jobs);
     return status;

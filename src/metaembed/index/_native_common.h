@@ -38,6 +38,35 @@
 #define ME_HAVE_THREADS 1
 #endif
 
+#ifdef ME_HAVE_AVX2
+#define ME_MAX_THREADS 256
+
+/*
+ * run(job) for count jobs of `size` bytes each, laid out from `jobs`: job 0 on the calling
+ * thread, the others on threads started here (on the calling thread where one cannot start,
+ * or in builds without threads), all finished before returning, so no thread outlives the
+ * call. count is at most ME_MAX_THREADS.
+ */
+static inline void run_jobs(void *(*run)(void *), void *jobs, size_t size, int64_t count) {
+    char *first = jobs;
+#ifdef ME_HAVE_THREADS
+    pthread_t handles[ME_MAX_THREADS];
+    int started[ME_MAX_THREADS] = {0};
+    for (int64_t i = 1; i < count; i++)
+        started[i] = pthread_create(&handles[i], NULL, run, first + i * size) == 0;
+    run(first);
+    for (int64_t i = 1; i < count; i++) {
+        if (started[i])
+            pthread_join(handles[i], NULL);
+        else
+            run(first + i * size);
+    }
+#else
+    for (int64_t i = 0; i < count; i++) run(first + i * size);
+#endif
+}
+#endif
+
 #if defined(_WIN32)
 #define ME_EXPORT __declspec(dllexport)
 #else

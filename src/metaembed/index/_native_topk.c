@@ -90,21 +90,7 @@ ME_EXPORT int metaembed_native_top_k(const float *scores, int64_t num_queries, i
                              n, stride, k, top_scores, top_positions};
         jobs[i] = job;
     }
-#ifdef ME_HAVE_THREADS
-    pthread_t handles[64];
-    int started[64] = {0};
-    for (int64_t i = 1; i < threads; i++)
-        started[i] = pthread_create(&handles[i], NULL, run_top_k, &jobs[i]) == 0;
-    top_k_rows(&jobs[0]);
-    for (int64_t i = 1; i < threads; i++) {
-        if (started[i])
-            pthread_join(handles[i], NULL);
-        else
-            top_k_rows(&jobs[i]);
-    }
-#else
-    for (int64_t i = 0; i < threads; i++) top_k_rows(&jobs[i]);
-#endif
+    run_jobs(run_top_k, jobs, sizeof jobs[0], threads);
     return 0;
 #else
     (void)scores; (void)num_queries; (void)n; (void)stride; (void)k; (void)top_scores;
