@@ -240,7 +240,10 @@ def test_every_native_instruction_set_matches_reference(rng, instruction_set, dt
     split a pair of row tiles at a time; int8 from 6 vectors in two digit tiles), its query
     tiles resident at 64 and rotated at 224, seven bfloat16 steps, and 448, seven int8
     steps). A pair of queries at (8, 4), (5, 9), (8, 19) or one at (16, 20) fills one
-    16-lane block with r_c % 8 in 1..4: the 1 x 4 tiles of the packed form."""
+    16-lane block with r_c % 8 in 1..4: the 1 x 4 tiles of the packed form. At 448 and 2100
+    one block of query vectors is scored a dim block at a time over groups of units
+    (``score_ring``), with a shorter last block (and at 2100 a tail), a partial last group
+    (67 candidates over 1 and 3 threads) and r_c = 1 ((16, 1))."""
     candidates = normalized(rng, 67, 20, dim)
     queries = torch.from_numpy(normalized(rng, 19, 16, dim))
     budgets = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 3), (2, 4), (4, 8), (8, 16), (16, 20)]
@@ -254,7 +257,7 @@ def test_every_native_instruction_set_matches_reference(rng, instruction_set, dt
 
 @pytest.mark.skipif("avx512" not in NATIVE_SETS, reason="no AVX-512 on this machine")
 @pytest.mark.parametrize("dtype", STORAGE_DTYPES)
-@pytest.mark.parametrize("dim", [13, 64, 224])
+@pytest.mark.parametrize("dim", [13, 64, 224, 448])
 def test_avx512_lane_groups_on_and_off_match_reference(rng, dtype, dim):
     """The AVX-512 copy's two forms for 3-8 query vectors (lane groups of 2 or 4 dims per
     query vector in one 16-lane block, or the grouped dims-along-lanes form that Zen 5 takes),

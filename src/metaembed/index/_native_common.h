@@ -23,6 +23,9 @@
 #ifndef ME_DIM_BLOCK
 #define ME_DIM_BLOCK 256 /* dims per pass of the grouped form */
 #endif
+#ifndef ME_RING_BLOCK
+#define ME_RING_BLOCK 256 /* dims per pass of the one-block packed form (score_ring) */
+#endif
 #define ME_STAGE 64 /* candidates whose scores are staged before being written out */
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -241,6 +244,7 @@ typedef struct {
     float scales[8];      /* int8 scales, else 1 */
     float *target;        /* packed tile, (chunks, JB, W) */
     const char *ahead[8]; /* the same rows one unit later, fetched into the cache, or NULL */
+    int64_t dim;          /* dims packed: the layout's, or one dim block's (score_ring) */
 } PackJob;
 
 ME_COMMON const void *tile_row(const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
@@ -271,6 +275,7 @@ ME_COMMON void plan_tile(const Layout *layout, int64_t r_c, int64_t start, int64
                              : NULL;
     }
     job->target = target;
+    job->dim = layout->dim;
 }
 
 /*
