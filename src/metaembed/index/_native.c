@@ -196,15 +196,13 @@ static int amd_family(void) {
  *   after family 0x1A (unmeasured) take the Zen 5 rules but for Intel's lane groups.
  */
 typedef struct {
-    int amd_avx512;  /* AMD with AVX-512 (Zen 4, Zen 5): the VNNI rules below */
     int half_width;  /* Zen 4 */
     int lane_groups; /* not AMD from family 0x1A */
 } CpuRules;
 
 static CpuRules cpu_rules(int available) {
     const int family = amd_family(), avx512 = (available & ME_ISA_AVX512) != 0;
-    const CpuRules rules = {avx512 && family != 0, avx512 && family == 0x19,
-                            family < 0x1A};
+    const CpuRules rules = {avx512 && family == 0x19, family < 0x1A};
     return rules;
 }
 
@@ -222,13 +220,36 @@ static CpuRules cpu_rules(int available) {
  * (kernel_ab, 2026-12-06, against its AVX-512 copy) keeps these routes: (1, 1) D = 128
  * 0.40-0.45 vs 0.47-0.52 ms, (3, 8) 4.45-4.49 vs 5.17-5.25, 2 vectors still lose ((2, 4)
  * 2.46-2.47 vs 2.01-2.02); 50k at D = 1024: (1, 1) 1.27-1.33 vs 1.58-1.64, (3, 8) 10.3 vs
- * 11.8, (4, 8) 14.3-14.7 vs 13.1 (within this VM's noise, so the rule stands). Intel CPUs
- * with AVX-512 VNNI keep their routes (AMX takes most int8 shapes there) until measured.
+ * 11.8, (4, 8) 14.3-14.7 vs 13.1 (within this VM's noise, so the rule stands). An Intel Xeon
+ * without AMX (2-core VM, family 6 model 0xCF, 2026-12-08, kernel_ab, one query, 25 rounds,
+ * VNNI against the AVX-512 copy's best form) takes the same routes: (1, 1) D = 128 0.57 vs
+ * 0.79 ms, D = 256 0.79 vs 0.94, D = 1024 (25k) 0.65 vs 1.08; (3, 8) D = 128 5.8 vs 7.1,
+ * D = 512 4.1 vs 5.1, D = 1024 9.4 vs 10.8; (4, 8) D = 512 6.7 vs 6.5-9.4, D = 1024 9.8 vs
+ * 10.5, but D = 128 8.4 vs 6.9-7.8 and D = 256 7.9 vs 5.7; (2, 4) D = 1024 a tie. Where AMX
+ * runs, it is asked first (amx_pays).
  */
-static int vnni_pays(int amd_avx512, int kind, int64_t vectors, int64_t r_c, int64_t dim) {
-    return amd_avx512 && kind == ME_KIND_I8 && dim <= ME_VNNI_MAX_DIM &&
+static int vnni_pays(int kind, int64_t vectors, int64_t r_c, int64_t dim) {
+    return kind == ME_KIND_I8 && dim <= ME_VNNI_MAX_DIM &&
            ((vectors == 1 && r_c == 1) ||
             (r_c > 1 && (vectors == 3 || (vectors == 4 && dim >= 512))));
+}
+
+/*
+ * Whether the AVX-512 copy takes the lane-groups form for M query vectors at r_c where the CPU
+ * keeps it (rules.lane_groups). Where it does, 3-4 query vectors of float16 or bfloat16 at
+ * r_c > 1 still take the grouped form (2-core Xeon VM, family 6 model 0xCF, no AMX,
+ * 2026-12-08, kernel_ab, one query, lane groups / grouped, 25 rounds: float16 (3, 8) D = 128
+ * 9.04 / 7.83 ms, (4, 8) 8.11 / 7.66, (4, 16) 21.7 / 19.2; D = 1024, 25k: (3, 8) 20.2 /
+ * 16.5, (4, 8) 20.9 / 17.3, (4, 16) 39.1 / 32.7; bfloat16 1.10-1.25x the same way), and
+ * so do int8's from D = 256 ((4, 8) D = 256 6.2 / 5.7, D = 512 9.4 / 6.5, D = 1024 14.4 /
+ * 11.8; (4, 16) 1.08x, 1.29x, 1.47x; at D = 128 a tie or the lane groups ahead, 0.88-1.13x;
+ * three int8 vectors mostly go to the VNNI copy, vnni_pays). 5-8 vectors keep the lane groups
+ * ((8, 16) D = 128 float16 26.3 / 33.4, int8 16.2 / 23.7; D = 1024 0.92-1.05x).
+ */
+static int lane_groups_pay(int lane_groups, int kind, int64_t vectors, int64_t r_c, int64_t dim) {
+    const int grouped = kind == ME_KIND_F16 || kind == ME_KIND_BF16 ||
+                        (kind == ME_KIND_I8 && dim >= 256);
+    return lane_groups && !(r_c > 1 && vectors <= 4 && grouped);
 }
 
 /* Whether the AVX-512 copy is the faster vector copy for M query vectors at r_c. */
@@ -269,7 +290,7 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
                       amx_pays(kind, whole_tiers(sizes, num_tiers, r_c) != 0, num_queries * r_q,
                                r_c, dim)
                   ? ME_ISA_AMX
-              : available & ME_ISA_VNNI && vnni_pays(rules.amd_avx512, kind, num_queries * r_q, r_c, dim)
+              : available & ME_ISA_VNNI && vnni_pays(kind, num_queries * r_q, r_c, dim)
                   ? ME_ISA_VNNI
               : available & ME_ISA_AVX512 && avx512_pays(rules.half_width, num_queries * r_q, r_c)
                   ? ME_ISA_AVX512
@@ -294,7 +315,9 @@ ME_EXPORT int metaembed_native_score(const float *queries, int64_t num_queries, 
     layout.element_bytes = element_bytes[kind];
     layout.dim = dim;
     layout.fetch_to_l2 = rules.half_width;
-    layout.lane_groups = forms ? forms == ME_LANE_GROUPS_ON : rules.lane_groups;
+    layout.lane_groups = forms ? forms == ME_LANE_GROUPS_ON
+                               : lane_groups_pay(rules.lane_groups, kind, num_queries * r_q, r_c,
+                                                 dim);
     int64_t stored = 0;
     for (int64_t t = 0; t < num_tiers; t++) {
         layout.base[t] = (const char *)tiers[t];
