@@ -13,8 +13,9 @@ AMX (Xeon since Sapphire Rapids, Linux) its tile copy for the shapes where that
 measured faster (``amx_pays`` in ``_native.c``; batches, one query at r_q = 16,
 bfloat16 and int8 read straight from whole tiers from 4-8 query vectors): bfloat16
 tile products of split inputs (int8: int8 products of three query digits), within
-2^-18 of float32 per product; where they support AVX-512 VNNI, int8 with 3-4 query
-vectors on AMD runs the VNNI copy (``vnni_pays``), with the same three digits.
+2^-18 of float32 per product; where they support AVX-512 VNNI, int8 with one query
+vector at r_c = 1, or 3-4 at r_c > 1, runs the VNNI copy (``vnni_pays``), with the same
+three digits.
 :func:`instruction_sets` lists what this machine runs and ``instruction_set=`` holds
 the kernel to one. Forms and blocking are described
 in ``_native.c`` and ``_native_amx.c``.
