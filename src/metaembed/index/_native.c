@@ -39,9 +39,10 @@
  *   per-lane results are staged and written out through 8x8 transposes. With one block of
  *   query vectors the next tile (not the next candidate) is packed alongside;
  * - "lane groups" (AVX-512 only: 3-8 query vectors at r_c > 1, 5-8 at r_c = 1, where
- *   cpu_rules and lane_groups_pay take them): the packed form with P = 2 or 4 consecutive dims per query vector in one 16-lane block, so each
- *   broadcast carries P candidate values and no lane idles; the P lanes are summed before
- *   the max. At 8 lanes these shapes stay in the grouped dims-along-lanes form.
+ *   cpu_rules and lane_groups_pay take them): the packed form with P = 2 or 4 consecutive
+ *   dims per query vector in one 16-lane block, so each broadcast carries P candidate values
+ *   and no lane idles; the P lanes are summed before the max. At 8 lanes these shapes stay
+ *   in the grouped dims-along-lanes form.
  *
  * A candidate vector tile that runs past r_c repeats the last vector (a repeated vector
  * cannot change a max); with r_c = 1, several candidates fill a tile instead (from separate
