@@ -241,7 +241,7 @@ static int vnni_pays(int kind, int64_t vectors, int64_t r_c, int64_t dim) {
  * r_c > 1 still take the grouped form (2-core Xeon VM, family 6 model 0xCF, no AMX,
  * 2026-12-08, kernel_ab, one query, lane groups / grouped, 25 rounds: float16 (3, 8) D = 128
  * 9.04 / 7.83 ms, (4, 8) 8.11 / 7.66, (4, 16) 21.7 / 19.2; D = 1024, 25k: (3, 8) 20.2 /
- * 16.5, (4, 8) 20.9 / 17.3, (4, 16) 39.1 / 32.7; bfloat16 1.10-1.25x the same way), and
+ * 16.5, (4, 8) 20.9 / 17.3, (4, 16) 39.1 / 32.7; bfloat16 1.09-1.25x the same way), and
  * so do int8's from D = 256 ((4, 8) D = 256 6.2 / 5.7, D = 512 9.4 / 6.5, D = 1024 14.4 /
  * 11.8; (4, 16) 1.08x, 1.29x, 1.47x; at D = 128 mixed, 0.90-1.13x in two runs;
  * three int8 vectors mostly go to the VNNI copy, vnni_pays). 5-8 vectors keep the lane groups
