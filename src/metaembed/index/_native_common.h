@@ -263,16 +263,17 @@ ME_COMMON const void *tile_row(const Layout *layout, int64_t r_c, int64_t start,
 
 /*
  * Rows of tile t of unit `unit` (rows past the end repeat the last: a repeat cannot change a
- * max), and the rows of the unit after it, to fetch ahead while this one is packed.
+ * max), and the rows of tile ahead_t of unit ahead_unit, to fetch ahead while this one is
+ * packed (none when ahead_unit < 0).
  */
 ME_COMMON void plan_tile(const Layout *layout, int64_t r_c, int64_t start, int64_t stop,
-                         int64_t units, int64_t unit, int64_t t, float *target, PackJob *job,
-                         const int JB, const int kind) {
+                         int64_t unit, int64_t t, int64_t ahead_unit, int64_t ahead_t,
+                         float *target, PackJob *job, const int JB, const int kind) {
     for (int jj = 0; jj < JB; jj++) {
         job->rows[jj] = tile_row(layout, r_c, start, stop, unit, t, jj, &job->scales[jj], JB, kind);
-        job->ahead[jj] = unit + 1 < units
-                             ? tile_row(layout, r_c, start, stop, unit + 1, t, jj, NULL, JB, kind)
-                             : NULL;
+        job->ahead[jj] = ahead_unit >= 0 ? tile_row(layout, r_c, start, stop, ahead_unit, ahead_t,
+                                                    jj, NULL, JB, kind)
+                                         : NULL;
     }
     job->target = target;
     job->dim = layout->dim;

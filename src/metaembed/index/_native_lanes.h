@@ -552,6 +552,11 @@ ME_INLINE void flush_staged(Staging *st, int64_t done, int64_t stop, int last, c
     st->staged_first += count;
 }
 
+/* The first candidate of unit `unit` (r_c = 1: units of JB candidates, else one each). */
+ME_INLINE int64_t unit_first(int64_t r_c, int64_t start, int64_t unit, const int JB) {
+    return r_c == 1 ? start + unit * JB : start + unit;
+}
+
 /* Dims of dim block `block`, of `block_chunks` chunks each (the last one may be shorter). */
 ME_INLINE int64_t block_dims(int64_t dim, int64_t block, int64_t block_chunks) {
     const int64_t offset = block * block_chunks * ME_W;
@@ -567,7 +572,7 @@ typedef struct {
 } Ring;
 
 /* A step of score_ring: tile `t` of unit `member` of group `group`, over dim block `block`
-   (counters, not one index: a division per step cost 7% at (1, 1) and D = 128). */
+   (counters, so that a step costs no division). */
 typedef struct {
     int64_t group, block, member, t;
 } RingStep;
@@ -588,26 +593,25 @@ ME_INLINE void ring_advance(const Ring *ring, RingStep *step) {
     step->group++;
 }
 
-/* Plan the packing of `step`'s tile (its dim block only) into `target`, fetching the rows of
-   the step after it (of the next unit, with one dim block) into the cache meanwhile. */
+/* Plan the packing of `step`'s tile (its dim block only) into `target`, fetching meanwhile
+   the same tile of the next unit (one dim block: whole rows, as the kernel did before dim
+   blocks) or the rows of the step after it (several dim blocks). */
 ME_INLINE void ring_plan(const Ring *ring, const RingStep *step, float *target, PackJob *job,
                          const int JB, const int kind) {
-    const Layout *layout = ring->layout;
-    const int64_t block_bytes = ring->block_chunks * ME_W * element_bytes_of(kind);
-    plan_tile(layout, ring->r_c, ring->start, ring->stop, ring->units, ring_unit(ring, step),
-              step->t, target, job, JB, kind);
-    job->dim = block_dims(layout->dim, step->block, ring->block_chunks);
-    if (ring->blocks == 1) return; /* whole rows: plan_tile fetches the next unit's */
+    const int64_t unit = ring_unit(ring, step);
     RingStep after = *step;
-    ring_advance(ring, &after);
+    if (ring->blocks > 1) ring_advance(ring, &after);
+    const int64_t ahead_unit = ring->blocks == 1 ? (unit + 1 < ring->units ? unit + 1 : -1)
+                               : after.group < ring->groups ? ring_unit(ring, &after)
+                                                            : -1;
+    plan_tile(ring->layout, ring->r_c, ring->start, ring->stop, unit, step->t, ahead_unit,
+              after.t, target, job, JB, kind);
+    job->dim = block_dims(ring->layout->dim, step->block, ring->block_chunks);
+    if (ring->blocks == 1) return;
+    const int64_t block_bytes = ring->block_chunks * ME_W * element_bytes_of(kind);
     for (int jj = 0; jj < JB; jj++) {
         job->rows[jj] = (const char *)job->rows[jj] + step->block * block_bytes;
-        job->ahead[jj] = after.group < ring->groups
-                             ? (const char *)tile_row(layout, ring->r_c, ring->start, ring->stop,
-                                                      ring_unit(ring, &after), after.t, jj, NULL,
-                                                      JB, kind) +
-                                   after.block * block_bytes
-                             : NULL;
+        if (job->ahead[jj]) job->ahead[jj] += after.block * block_bytes;
     }
 }
 
@@ -653,8 +657,7 @@ ME_INLINE void score_ring(const float *transposed, const Layout *layout, int64_t
         const int last_block = step.block + 1 == ring.blocks;
         const int phase = (step.block ? ME_RESUME : 0) | (last_block ? 0 : ME_SUSPEND);
         float *lane_values =
-            st->staged + ((r_c == 1 ? start + unit * JB : start + unit) - st->staged_first) *
-                             st->lanes;
+            st->staged + (unit_first(r_c, start, unit, JB) - st->staged_first) * st->lanes;
         float *out = r_c == 1 ? lane_values : NULL;
         float *acc = partial + (member * ring.tiles + step.t) * JB * ME_W;
         if (step.t == 0 && step.block == 0) top[member] = V_SET1(-INFINITY);
@@ -676,10 +679,9 @@ ME_INLINE void score_ring(const float *transposed, const Layout *layout, int64_t
 #undef ME_RING_TILE
         if (r_c > 1 && last_block && step.t == ring.tiles - 1)
             V_STOREU(lane_values, top[member]);
-        if (next.group != step.group) { /* the group's units are scored */
-            const int64_t done = r_c == 1 ? start + (unit + 1) * JB : start + unit + 1;
-            flush_staged(st, done, stop, next.group == ring.groups, P);
-        }
+        if (next.group != step.group) /* the group's units are scored */
+            flush_staged(st, unit_first(r_c, start, unit + 1, JB), stop,
+                         next.group == ring.groups, P);
         step = next;
     }
 }
@@ -728,13 +730,13 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
     float *current = packed, *next = packed + tiles * tile_floats;
     PackJob job;
     for (int64_t t = 0; t < tiles; t++) {
-        plan_tile(layout, r_c, start, stop, units, 0, t, current + t * tile_floats, &job, JB,
-                  kind);
+        plan_tile(layout, r_c, start, stop, 0, t, units > 1 ? 1 : -1, t,
+                  current + t * tile_floats, &job, JB, kind);
         pack_rest(&job, 0, JB, kind);
     }
     for (int64_t unit = 0; unit < units; unit++) {
         float *lane_values =
-            staged + ((r_c == 1 ? start + unit * JB : start + unit) - st.staged_first) * lanes;
+            staged + (unit_first(r_c, start, unit, JB) - st.staged_first) * lanes;
         for (int64_t b = 0; b < blocks;) {
             const int pair = JB == 4 && blocks - b >= 2;
             VEC top[2] = {V_SET1(-INFINITY), V_SET1(-INFINITY)};
@@ -742,8 +744,9 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
                 const PackJob *alongside = NULL;
                 const float *tile = current + t * tile_floats;
                 if (b == 0 && unit + 1 < units) {
-                    plan_tile(layout, r_c, start, stop, units, unit + 1, t,
-                              next + t * tile_floats, &job, JB, kind);
+                    plan_tile(layout, r_c, start, stop, unit + 1, t,
+                              unit + 2 < units ? unit + 2 : -1, t, next + t * tile_floats, &job,
+                              JB, kind);
                     alongside = &job;
                 }
                 float *out = r_c == 1 ? lane_values + b * ME_W : NULL;
@@ -761,8 +764,7 @@ ME_INLINE void score_group(const float *queries, int64_t first_query, int64_t gr
             }
             b += pair ? 2 : 1;
         }
-        const int64_t done = r_c == 1 ? start + (unit + 1) * JB : start + unit + 1;
-        flush_staged(&st, done, stop, unit + 1 == units, P);
+        flush_staged(&st, unit_first(r_c, start, unit + 1, JB), stop, unit + 1 == units, P);
         float *swap = current;
         current = next;
         next = swap;
